@@ -1,0 +1,59 @@
+"""TrainConfig: everything one training run needs, named as in study files and Optuna params."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam", "adadelta")
+MODELS = ("mlp", "cnn")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One trial's training settings. Every field may be searched or fixed by a study file."""
+
+    # optimisation
+    optimizer: str = "sgd"  # one of OPTIMIZERS
+    lr: float = 0.01  # initial learning rate, > 0
+    momentum: float = 0.0  # sgd and rmsprop only; [0, 1)
+    nesterov: bool = False  # sgd only; used only when momentum > 0
+    beta1: float = 0.9  # adam, adamw, nadam only; [0, 1)
+    beta2: float = 0.999  # adam, adamw, nadam only; [0, 1)
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw); >= 0
+    decay_rate: float = 1.0  # LR multiplied by this each epoch; 1.0 = constant; (0, 1]
+    batch_size: int = 64  # examples per step, >= 1
+    max_epochs: int = 10  # epochs to train unless pruned, >= 1
+    # model shape
+    model: str = "mlp"  # one of MODELS
+    width: int = 128  # mlp: units per hidden layer; cnn: channels of the first conv block
+    depth: int = 2  # mlp: hidden layers; cnn: conv blocks (channels double each block)
+    dropout: float = 0.0  # dropout probability before each hidden/fc layer; [0, 1)
+    # reproducibility
+    seed: int = 0  # torch RNG seed for init and batch order
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer=}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model=}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr=}")
+        for name in ("momentum", "beta1", "beta2", "dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
+        if not 0.0 < self.decay_rate <= 1.0:
+            raise ValueError(f"decay_rate must be in (0, 1], got {self.decay_rate=}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay=}")
+        for name in ("batch_size", "max_epochs", "width", "depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {name}={getattr(self, name)!r}")
+
+
+def field_types() -> dict[str, type]:
+    """Map each TrainConfig field name to its Python type (bool, int, float or str)."""
+    names = {"bool": bool, "int": int, "float": float, "str": str}
+    return {f.name: names[str(f.type)] for f in dataclasses.fields(TrainConfig)}

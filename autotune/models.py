@@ -1,0 +1,85 @@
+"""Model registry: build the network a TrainConfig describes, for images of a given shape.
+
+Weights are initialised from torch's global RNG, which `build_model` seeds with `cfg.seed`
+first, so the same config always gives the same initial weights (and the caller's global
+RNG state is reset as a side effect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from autotune.config import TrainConfig
+
+# (channels, height, width) of one input image, e.g. (1, 8, 8) for digits, (1, 28, 28) for MNIST
+InputShape = tuple[int, int, int]
+
+
+def build_mlp(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn.Module:
+    """Flatten → `depth` × (Linear(width) → ReLU [→ Dropout]) → Linear(n_classes)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    in_features = input_shape[0] * input_shape[1] * input_shape[2]
+    for _ in range(cfg.depth):
+        layers += [nn.Linear(in_features, cfg.width), nn.ReLU()]
+        if cfg.dropout > 0:
+            layers.append(nn.Dropout(cfg.dropout))
+        in_features = cfg.width
+    layers.append(nn.Linear(in_features, n_classes))
+    return nn.Sequential(*layers)
+
+
+def build_cnn(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn.Module:
+    """`depth` × (Conv3x3 → BatchNorm → ReLU [→ MaxPool2]) → global avg pool [→ Dropout] → Linear.
+
+    Block i has `width * 2**i` channels. The 2x2 max-pool is skipped once it would shrink the
+    feature map below 2x2, so deep nets still fit small images (depth 3 on 8x8 digits).
+    """
+    layers: list[nn.Module] = []
+    in_channels, size = input_shape[0], min(input_shape[1], input_shape[2])
+    for i in range(cfg.depth):
+        out_channels = cfg.width * 2**i
+        layers += [
+            # no conv bias: BatchNorm's shift makes it redundant
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        ]
+        if size // 2 >= 2:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        in_channels = out_channels
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if cfg.dropout > 0:
+        layers.append(nn.Dropout(cfg.dropout))
+    layers.append(nn.Linear(in_channels, n_classes))
+    return nn.Sequential(*layers)
+
+
+ModelBuilder = Callable[[TrainConfig, InputShape, int], nn.Module]
+
+# The one list of models; keys match config.MODELS and the `model` param of study files.
+MODEL_BUILDERS: dict[str, ModelBuilder] = {"mlp": build_mlp, "cnn": build_cnn}
+
+
+def build_model(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn.Module:
+    """Build `cfg.model` for inputs of `input_shape` (C, H, W), seeding torch with `cfg.seed`.
+
+    Returns a module mapping a (batch, C, H, W) float tensor to (batch, n_classes) logits,
+    on the CPU; move it to the training device yourself (`fit` does).
+    """
+    builder = MODEL_BUILDERS.get(cfg.model)
+    if builder is None:
+        available = ", ".join(sorted(MODEL_BUILDERS))
+        raise ValueError(f"unknown model {cfg.model!r}; available: {available}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes=}")
+    torch.manual_seed(cfg.seed)
+    return builder(cfg, input_shape, n_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars in `model` (BatchNorm running statistics excluded)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,57 @@
+"""The search space: the only place that calls trial.suggest_*; conditional params live here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from autotune.config import TrainConfig
+from autotune.spec import ParamSpec, StudySpec
+
+# Hyperparameters that only mean something for some optimizers: sampled only for those, so
+# the sampler never learns from values that had no effect.
+ONLY_FOR_OPTIMIZERS: dict[str, tuple[str, ...]] = {
+    "momentum": ("sgd", "rmsprop"),
+    "nesterov": ("sgd",),
+    "beta1": ("adam", "adamw", "nadam"),
+    "beta2": ("adam", "adamw", "nadam"),
+}
+# Sampled before the rest because they decide which other params apply.
+FIRST = ("model", "optimizer")
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec, seed: int) -> TrainConfig:
+    """Sample one configuration for a trial and build its TrainConfig."""
+    params: dict[str, Any] = {}
+    ordered = sorted(spec.space, key=lambda p: p.name not in FIRST)
+    for param in ordered:
+        if applies(param.name, {**spec.fixed, **params}):
+            params[param.name] = suggest_one(trial, param)
+    return to_config(spec, params, seed=seed)
+
+
+def applies(name: str, chosen: Mapping[str, Any]) -> bool:
+    """Whether a hyperparameter has an effect given the values chosen so far."""
+    optimizers = ONLY_FOR_OPTIMIZERS.get(name)
+    return optimizers is None or chosen.get("optimizer", TrainConfig.optimizer) in optimizers
+
+
+def suggest_one(trial: optuna.Trial, param: ParamSpec) -> Any:
+    """Ask the trial for one value of a declared parameter."""
+    if param.choices is not None:
+        return trial.suggest_categorical(param.name, list(param.choices))
+    if isinstance(param.low, int) and isinstance(param.high, int):
+        return trial.suggest_int(param.name, param.low, param.high, log=param.log,
+                                 step=int(param.step or 1))
+    return trial.suggest_float(param.name, float(param.low), float(param.high),  # type: ignore[arg-type]
+                               log=param.log, step=param.step)
+
+
+def to_config(spec: StudySpec, params: Mapping[str, Any], *, seed: int,
+              max_epochs: int | None = None) -> TrainConfig:
+    """Combine the study's fixed settings with sampled params; also rebuilds a stored trial."""
+    values = {"model": spec.model, "max_epochs": max_epochs or spec.max_epochs, **spec.fixed,
+              **params, "seed": seed}
+    return TrainConfig(**values)

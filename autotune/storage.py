@@ -1,0 +1,94 @@
+"""Storage: --storage > $AUTOTUNE_STORAGE > default SQLite file -> an Optuna storage."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import URL, make_url
+
+from autotune.errors import StorageError
+
+DEFAULT_URL = "sqlite:///autotune.db"  # relative to the working directory
+ENV_VAR = "AUTOTUNE_STORAGE"
+SQLITE_BUSY_TIMEOUT_S = 60  # wait this long for another process's write lock before failing
+# Drivers installed with autotune; a bare dialect name would pick one that is not.
+DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+                   "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+FORMS = ("sqlite:///PATH.db, postgresql://USER@HOST/DB, mysql://USER@HOST/DB, "
+         "journal:///PATH.log, redis://HOST:PORT")
+
+
+def resolve_url(flag: str | None) -> str:
+    """The storage URL in force: the --storage flag, else $AUTOTUNE_STORAGE, else the default."""
+    return flag or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ***, safe to print."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Open (creating if needed) the storage a URL names; StorageError if it is malformed."""
+    if "://" not in url:
+        raise StorageError(f"storage '{url}' is not a URL; pass 'sqlite:///{url}', not a bare "
+                           f"path (forms: {FORMS})")
+    scheme = url.split("://", 1)[0]
+    if scheme == "journal":
+        return _open_journal_file(url.split("://", 1)[1])
+    if scheme == "redis":
+        backend = optuna.storages.journal.JournalRedisBackend(url)
+        return optuna.storages.JournalStorage(backend)
+    return _open_rdb(_with_default_driver(url))
+
+
+def _with_default_driver(url: str) -> str:
+    try:
+        parsed: URL = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(f"storage '{mask(url)}' is not a valid URL; forms: {FORMS}") from None
+    if parsed.drivername in DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=DEFAULT_DRIVERS[parsed.drivername])
+    try:
+        parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageError(f"storage '{mask(url)}': unsupported database "
+                           f"'{parsed.drivername}'; forms: {FORMS}") from None
+    return parsed.render_as_string(hide_password=False)
+
+
+def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path:
+            _prepare_sqlite_file(Path(path))
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create the file in WAL mode, so readers (dashboard, workers) never block the writer."""
+    if not path.parent.is_dir():
+        raise StorageError(f"storage 'sqlite:///{path}': directory '{path.parent}' does not "
+                           "exist; create it or choose another path")
+    with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file itself
+    conn.close()
+
+
+def _open_journal_file(path: str) -> optuna.storages.JournalStorage:
+    if not path:
+        raise StorageError(f"journal storage needs a file path; forms: {FORMS}")
+    if not Path(path).parent.is_dir():
+        raise StorageError(f"storage 'journal://{path}': directory '{Path(path).parent}' does "
+                           "not exist")
+    backend = optuna.storages.journal.JournalFileBackend(path)
+    return optuna.storages.JournalStorage(backend)

@@ -1,0 +1,70 @@
+"""Plain-text lines about trials and studies: one per finished trial, and the final summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import optuna
+
+from autotune.study import METRIC_NAME
+
+KEY_PARAMS = 4  # params shown on a trial's log line; the summary shows them all
+
+
+def format_value(value: Any) -> str:
+    """Numbers short enough to scan: 4 significant digits for floats."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_params(params: dict[str, Any], limit: int | None = None) -> str:
+    items = list(params.items())[:limit]
+    return " ".join(f"{k}={format_value(v)}" for k, v in items)
+
+
+def trial_line(trial: optuna.trial.FrozenTrial, max_epochs: int) -> str:
+    """One line per finished trial: number, state, value, epochs, seconds, key params."""
+    state = trial.state.name
+    attrs = trial.user_attrs
+    if trial.state == optuna.trial.TrialState.FAIL:
+        value = attrs.get("fail_reason", "raised an error")
+    elif trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
+        value = f"last {METRIC_NAME}={list(trial.intermediate_values.values())[-1]:.4f}"
+    elif trial.value is not None:
+        value = f"{METRIC_NAME}={trial.value:.4f}"
+    else:
+        value = "no value"
+    seconds = attrs.get("wall_time_s")
+    cost = f"epochs={attrs.get('epochs_run', 0)}/{max_epochs}" + (
+        f" {seconds:.1f}s" if seconds is not None else "")
+    return (f"trial {trial.number:>3} {state:<8} {value} {cost} "
+            f"{format_params(trial.params, KEY_PARAMS)}")
+
+
+def state_counts(study: optuna.Study) -> Counter[str]:
+    return Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+
+
+def summary_lines(study: optuna.Study, storage_url: str, test: dict[str, Any] | None
+                  ) -> list[str]:
+    """The final report of a run: counts, best trial and params, test accuracy, where stored."""
+    counts = state_counts(study)
+    finished = counts["complete"] + counts["pruned"]
+    lines = [f"study {study.study_name}: {finished} finished trials "
+             f"({counts['complete']} complete, {counts['pruned']} pruned), "
+             f"{counts['fail']} failed, {counts['running']} running"]
+    complete = [t for t in study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        lines.append(f"best trial: #{best.number} {METRIC_NAME}={best.value:.4f} "
+                     f"(epoch {best.user_attrs.get('best_epoch', '?')})")
+        lines.append(f"best params: {format_params(best.params)}")
+    else:
+        lines.append("best trial: none yet (no trial has completed)")
+    if test:
+        lines.append(f"test accuracy of best configuration: {test['test_accuracy']:.4f} "
+                     f"(trial #{test['trial']} retrained {test['epochs']} epochs, "
+                     f"evaluated once on {test['n_test']} test examples)")
+    lines.append(f"storage: {storage_url}")
+    return lines

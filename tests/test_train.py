@@ -1,0 +1,254 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from autotune.config import OPTIMIZERS, TrainConfig
+from autotune.errors import Diverged, UsageError
+from autotune.models import build_model
+from autotune.train import (
+    OPTIMIZER_FACTORIES,
+    EpochResult,
+    FitResult,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    fit,
+    resolve_device,
+)
+
+N_CLASSES = 3
+
+
+def make_textures(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """A linearly separable 3-class problem of shape (n, 1, 8, 8): noisy stripes or checks.
+
+    The three ±1 patterns (horizontal stripes, vertical stripes, checkerboard) are orthogonal,
+    so a linear template match separates them; 3x3 convolutions see them too.
+    """
+    rows = torch.arange(8).view(8, 1).expand(8, 8)
+    cols = rows.T
+    patterns = torch.stack([rows % 2, cols % 2, (rows + cols) % 2]).float() * 2 - 1
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, N_CLASSES, (n,), generator=g)
+    x = patterns[y].unsqueeze(1) + 0.5 * torch.randn(n, 1, 8, 8, generator=g)
+    return x, y
+
+
+X_TRAIN, Y_TRAIN = make_textures(300, seed=0)  # 300 = 4 full batches of 64 + one of 44
+X_VAL, Y_VAL = make_textures(150, seed=1)
+
+
+def fit_textures(
+    cfg: TrainConfig, on_epoch: Callable[[EpochResult], None] | None = None
+) -> FitResult:
+    model = build_model(cfg, (1, 8, 8), N_CLASSES)
+    return fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg, on_epoch)
+
+
+def a_model() -> torch.nn.Module:
+    return build_model(TrainConfig(width=4, depth=1), (1, 8, 8), N_CLASSES)
+
+
+# name → (torch class, hyperparameters expected in param_groups[0])
+EXPECTED_OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, object]]] = {
+    "sgd": (torch.optim.SGD, {"momentum": 0.8, "nesterov": True}),
+    "adam": (torch.optim.Adam, {"betas": (0.8, 0.95)}),
+    "adamw": (torch.optim.AdamW, {"betas": (0.8, 0.95)}),
+    "nadam": (torch.optim.NAdam, {"betas": (0.8, 0.95)}),
+    "rmsprop": (torch.optim.RMSprop, {"momentum": 0.8}),
+    "adadelta": (torch.optim.Adadelta, {}),
+}
+
+
+def test_optimizer_registry_matches_the_optimizers_config_accepts() -> None:
+    assert sorted(OPTIMIZER_FACTORIES) == sorted(OPTIMIZERS) == sorted(EXPECTED_OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_build_optimizer_makes_the_named_torch_class_with_the_config_hyperparameters(
+    name: str,
+) -> None:
+    cfg = TrainConfig(
+        optimizer=name,
+        lr=0.03,
+        momentum=0.8,
+        nesterov=True,
+        beta1=0.8,
+        beta2=0.95,
+        weight_decay=1e-3,
+    )
+    optimizer = build_optimizer(a_model().parameters(), cfg)
+    torch_class, expected = EXPECTED_OPTIMIZERS[name]
+    assert type(optimizer) is torch_class
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.03
+    assert group["weight_decay"] == 1e-3
+    for key, value in expected.items():
+        assert group[key] == value, key
+
+
+def test_build_optimizer_turns_nesterov_off_when_momentum_is_zero() -> None:
+    cfg = TrainConfig(optimizer="sgd", momentum=0.0, nesterov=True)
+    optimizer = build_optimizer(a_model().parameters(), cfg)
+    assert optimizer.param_groups[0]["nesterov"] is False
+
+
+def test_build_optimizer_keeps_adamw_weight_decay_at_the_configured_zero() -> None:
+    # torch's AdamW defaults to weight_decay=0.01; the config's 0.0 must win
+    optimizer = build_optimizer(a_model().parameters(), TrainConfig(optimizer="adamw"))
+    assert optimizer.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_build_scheduler_multiplies_the_learning_rate_by_decay_rate_per_step() -> None:
+    cfg = TrainConfig(lr=0.1, decay_rate=0.5)
+    optimizer = build_optimizer(a_model().parameters(), cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    lrs = []
+    for _ in range(3):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_evaluate_returns_accuracy_and_restores_training_mode() -> None:
+    model = a_model().train()
+    with torch.no_grad():
+        predicted = model.eval()(X_VAL).argmax(dim=1)
+    model.train()
+    expected = (predicted == Y_VAL).float().mean().item()
+    assert evaluate(model, X_VAL, Y_VAL, batch_size=64) == pytest.approx(expected)
+    assert model.training
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_fit_learns_a_separable_problem_in_a_few_epochs(model: str) -> None:
+    cfg = TrainConfig(model=model, optimizer="adam", lr=0.01, width=16, depth=1, max_epochs=4)
+    result = fit_textures(cfg)
+    assert result.best_val_accuracy > 0.9
+    assert result.epochs[-1].train_loss < result.epochs[0].train_loss
+
+
+def test_fit_calls_on_epoch_once_per_epoch_in_order() -> None:
+    seen: list[EpochResult] = []
+    result = fit_textures(TrainConfig(width=8, max_epochs=3), on_epoch=seen.append)
+    assert [e.epoch for e in seen] == [1, 2, 3]
+    assert seen == result.epochs
+
+
+def test_fit_reports_the_learning_rate_used_in_each_epoch() -> None:
+    result = fit_textures(TrainConfig(width=8, lr=0.2, decay_rate=0.5, max_epochs=3))
+    assert [e.lr for e in result.epochs] == pytest.approx([0.2, 0.1, 0.05])
+
+
+def test_fit_lets_an_exception_from_on_epoch_propagate_and_stops_training() -> None:
+    class Stop(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def stop_at_epoch_2(result: EpochResult) -> None:
+        seen.append(result.epoch)
+        if result.epoch == 2:
+            raise Stop("pruned")
+
+    with pytest.raises(Stop, match="pruned"):
+        fit_textures(TrainConfig(width=8, max_epochs=5), on_epoch=stop_at_epoch_2)
+    assert seen == [1, 2]
+
+
+def test_fit_raises_diverged_when_loss_becomes_nan() -> None:
+    cfg = TrainConfig(optimizer="sgd", lr=1e10, width=8, max_epochs=3)
+    with pytest.raises(
+        Diverged, match=r"loss became (nan|inf) in epoch 1 \(lr=1e\+10, optimizer=sgd\)"
+    ):
+        fit_textures(cfg)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_fit_gives_identical_results_for_the_same_config(model: str) -> None:
+    cfg = TrainConfig(
+        model=model, width=8, depth=2, dropout=0.3, lr=0.05, momentum=0.9, max_epochs=3, seed=7
+    )
+    first, second = fit_textures(cfg), fit_textures(cfg)
+    assert [e.val_accuracy for e in first.epochs] == [e.val_accuracy for e in second.epochs]
+    assert [e.train_loss for e in first.epochs] == [e.train_loss for e in second.epochs]
+
+
+def test_fit_differs_for_another_seed() -> None:
+    cfg = TrainConfig(width=8, dropout=0.3, max_epochs=2, seed=0)
+    first = fit_textures(cfg)
+    second = fit_textures(dataclasses.replace(cfg, seed=1))
+    assert [e.train_loss for e in first.epochs] != [e.train_loss for e in second.epochs]
+
+
+def test_fit_summary_is_consistent_with_its_epochs() -> None:
+    result = fit_textures(TrainConfig(width=8, max_epochs=4))
+    accuracies = [e.val_accuracy for e in result.epochs]
+    assert result.best_val_accuracy == max(accuracies)
+    assert result.best_epoch == accuracies.index(max(accuracies)) + 1
+    assert result.train_time_s == pytest.approx(sum(e.seconds for e in result.epochs))
+    assert all(e.seconds > 0 and math.isfinite(e.train_loss) for e in result.epochs)
+    assert all(0.0 <= a <= 1.0 for a in accuracies)
+
+
+def test_fit_best_epoch_is_the_first_on_ties() -> None:
+    # a learning rate this small leaves every prediction, hence every accuracy, unchanged
+    result = fit_textures(TrainConfig(width=8, lr=1e-30, max_epochs=3))
+    assert len({e.val_accuracy for e in result.epochs}) == 1
+    assert result.best_epoch == 1
+
+
+class RecordingModel(nn.Module):
+    """Wraps a model and keeps the inputs of every training-mode forward pass."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.batches: list[Tensor] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            self.batches.append(x.detach().clone())
+        logits: Tensor = self.inner(x)
+        return logits
+
+
+def test_fit_visits_every_example_once_per_epoch_in_a_new_order_keeping_the_partial_batch() -> (
+    None
+):
+    cfg = TrainConfig(width=8, batch_size=64, max_epochs=2)
+    model = RecordingModel(build_model(cfg, (1, 8, 8), N_CLASSES))
+    fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
+    assert [len(b) for b in model.batches] == [64, 64, 64, 64, 44] * 2
+    # each noisy example has a unique pixel sum: use it to identify the example
+    fingerprints = [torch.cat(model.batches[i : i + 5]).sum(dim=(1, 2, 3)) for i in (0, 5)]
+    for seen in fingerprints:
+        assert torch.equal(seen.sort().values, X_TRAIN.sum(dim=(1, 2, 3)).sort().values)
+    assert not torch.equal(fingerprints[0], fingerprints[1])
+
+
+def test_resolve_device_cpu_is_cpu() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_resolve_device_auto_picks_cuda_only_when_available() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_resolve_device_cuda_without_cuda_raises_usage_error_naming_the_fix() -> None:
+    with pytest.raises(UsageError, match="use --device cpu or auto"):
+        resolve_device("cuda")
+
+
+def test_resolve_device_rejects_an_unknown_name() -> None:
+    with pytest.raises(UsageError, match="unknown device 'tpu'; available: auto, cpu, cuda"):
+        resolve_device("tpu")
