@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+DATASETS = ("digits", "mnist", "fashion-mnist")  # loaders in autotune.data
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam", "adadelta")
 MODELS = ("mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda")

@@ -21,9 +21,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from autotune.config import DATASETS
 from autotune.errors import DataError, UsageError
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist")
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt package dataset-fashion-mnist
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation; offline, the download must fail fast

@@ -7,6 +7,7 @@ import dataclasses
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from types import FrameType
 
 import optuna
@@ -14,14 +15,10 @@ import sqlalchemy.exc
 
 from autotune import samplers, storage, summary
 from autotune.config import DEVICES
-from autotune.data import load_splits
 from autotune.errors import AutotuneError, Diverged, UsageError
-from autotune.final import evaluate_best
-from autotune.objective import Objective
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
 from autotune.study import (FINISHED, check_data_source, check_definition, count_finished,
                             create_study, find_study, resume_study)
-from autotune.train import resolve_device
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # A run stops (exit 1) after this many failed trials in a row: the search space or the data
@@ -102,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     spec = apply_flags(load_spec(args.study), args)
+    # torch loads only now, so --help and bad input answer in well under a second of it.
+    from autotune.data import load_splits
+    from autotune.final import evaluate_best
+    from autotune.objective import Objective
+    from autotune.train import resolve_device
+
     device = resolve_device(args.device)
     url = storage.resolve_url(args.storage)
     store = storage.open_storage(url)
@@ -146,7 +149,8 @@ def apply_flags(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
     return spec
 
 
-def optimize(study: optuna.Study, spec: StudySpec, objective: Objective) -> bool:
+def optimize(study: optuna.Study, spec: StudySpec, objective: Callable[[optuna.Trial], float]
+             ) -> bool:
     """Run trials until the study holds spec.n_trials finished ones; True if stopped by failures."""
     remaining = spec.n_trials - count_finished(study)
     if remaining <= 0:

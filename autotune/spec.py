@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune import samplers
-from autotune.config import MODELS, OPTIMIZERS, TrainConfig, field_types
-from autotune.data import DATASETS
+from autotune.config import DATASETS, MODELS, OPTIMIZERS, TrainConfig, field_types
 from autotune.errors import SpecError
 
 # Shipped study files live beside the package; $AUTOTUNE_STUDIES_DIR adds another place.
