@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from autotune.config import TrainConfig
-from autotune.errors import (AutotuneError, DataError, DefinitionMismatch, Diverged, SpecError,
-                             StorageError, UsageError)
+from autotune.errors import (
+                             AutotuneError,
+                             DataError,
+                             DefinitionMismatch,
+                             Diverged,
+                             SpecError,
+                             StorageError,
+                             UsageError,
+)
 
 __all__ = ["AutotuneError", "DataError", "DefinitionMismatch", "Diverged", "SpecError",
            "StorageError", "TrainConfig", "UsageError"]

@@ -24,7 +24,6 @@ import torch
 from autotune.config import DATASETS
 from autotune.errors import DataError, UsageError
 
-
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt package dataset-fashion-mnist
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation; offline, the download must fail fast
 DIGITS_TEST_FRACTION = 0.2  # digits has no official test set; this share is held out for good

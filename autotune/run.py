@@ -17,8 +17,15 @@ from autotune import samplers, storage, summary
 from autotune.config import DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
-from autotune.study import (FINISHED, check_data_source, check_definition, count_finished,
-                            create_study, find_study, resume_study)
+from autotune.study import (
+    FINISHED,
+    check_data_source,
+    check_definition,
+    count_finished,
+    create_study,
+    find_study,
+    resume_study,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # A run stops (exit 1) after this many failed trials in a row: the search space or the data
@@ -118,9 +125,10 @@ def run(args: argparse.Namespace) -> int:
         study = create_study(store, spec, data_source=splits.source, sampler_seed=spec.seed)
         _log(f"created study '{spec.name}' in {storage.mask(url)} (data: {splits.source})")
     else:
-        diff = check_data_source(existing, splits.source, allow_changes=args.allow_changes)
-        if diff:
-            _log(f"warning: {diff}; continuing because of --allow-changes")
+        source_diff = check_data_source(existing, splits.source,
+                                        allow_changes=args.allow_changes)
+        if source_diff:
+            _log(f"warning: {source_diff}; continuing because of --allow-changes")
         # Offset the sampler seed by the trials so far: a resumed run must not replay the
         # random start-up points of the first run.
         study = resume_study(store, spec, sampler_seed=spec.seed + len(existing.trials))
@@ -151,7 +159,7 @@ def apply_flags(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
 
 def optimize(study: optuna.Study, spec: StudySpec, objective: Callable[[optuna.Trial], float]
              ) -> bool:
-    """Run trials until the study holds spec.n_trials finished ones; True if stopped by failures."""
+    """Run trials until the study holds spec.n_trials finished ones; True if failures ended it."""
     remaining = spec.n_trials - count_finished(study)
     if remaining <= 0:
         _log(f"study already has {count_finished(study)} finished trials (target "

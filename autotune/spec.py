@@ -126,7 +126,7 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         dataset=v.one_of(raw, "dataset", DATASETS, None),
         model=v.one_of(raw, "model", MODELS, "mlp"),
         seed=v.typed(raw, "seed", int, 0),
-        val_fraction=v.number(raw, "val_fraction", 0.1, low=0.0, high=1.0, open_=True),
+        val_fraction=v.number(raw, "val_fraction", 0.1, low=0.0, high=1.0, open_=True) or 0.1,
         split_seed=v.typed(raw, "split_seed", int, 0),
         n_trials=v.positive_int(budget, "n_trials", 20, "budget."),
         timeout_s=v.number(budget, "timeout_s", None, low=0.0, prefix="budget.", open_=True),
@@ -194,7 +194,8 @@ class _Validator:
             raise self.fail(prefix + key, f"is required; allowed: {', '.join(allowed)}")
         value = self.typed(raw, key, str, default, prefix)
         if value not in allowed:
-            raise self.fail(prefix + key, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+            raise self.fail(prefix + key,
+                            f"unknown value {value!r}; allowed: {', '.join(allowed)}")
         return value
 
     def positive_int(self, raw: dict[str, Any], key: str, default: int, prefix: str) -> int:
@@ -235,7 +236,7 @@ class _Validator:
         types = field_types()
         settable = sorted(set(types) - NOT_SEARCHABLE)
         out: dict[str, Any] = {}
-        for key, value in table.items():
+        for key in table:
             if key not in settable:
                 raise self.fail(f"fixed.{key}", f"unknown key; allowed: {', '.join(settable)}")
             out[key] = self.typed(table, key, types[key], None, "fixed.")

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import optuna
+import optuna.storages.journal
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 

@@ -117,14 +117,14 @@ def count_finished(study: optuna.Study) -> int:
 
 def provenance(spec: StudySpec) -> dict[str, Any]:
     """Where and with what this study was created."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("autotune", "torch", "torchvision", "optuna", "numpy"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "versions": versions,

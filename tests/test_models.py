@@ -51,8 +51,10 @@ def test_count_parameters_counts_weights_and_biases_of_mlp() -> None:
 
 def test_count_parameters_excludes_batchnorm_running_statistics() -> None:
     net = build_model(TrainConfig(model="cnn", width=4, depth=1), DIGITS, 3)
-    conv, batchnorm, linear = 1 * 4 * 3 * 3, 2 * 4, 4 * 3 + 3  # conv has no bias
-    assert count_parameters(net) == conv + batchnorm + linear
+    conv, batchnorm = 1 * 4 * 3 * 3, 2 * 4  # conv has no bias
+    fc_units = 128  # 8x8 input pooled once: 4 channels x 4 x 4 features into the head
+    head = (4 * 4 * 4 * fc_units + fc_units) + (fc_units * 3 + 3)
+    assert count_parameters(net) == conv + batchnorm + head
 
 
 def test_count_parameters_skips_frozen_parameters() -> None:

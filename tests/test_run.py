@@ -161,8 +161,9 @@ def test_resume_on_a_different_data_source_is_refused(sqlite_url, tmp_path):
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(sqlite_url, tmp_path):
+    wide_lr = 'lr = { low = 1e-2, high = 1e7, log = true }'
     spec = write_study(tmp_path, FAST_STUDY.replace(
-        'lr = { low = 1e-5, high = 0.5, log = true }', 'lr = { low = 1e-2, high = 1e7, log = true }'
+        'lr = { low = 1e-5, high = 0.5, log = true }', wide_lr
     ).replace('["sgd", "adam", "rmsprop"]', '["sgd"]').replace("n_trials = 6", "n_trials = 4"),
         name="nan")
     result = run_cli("--study", str(spec), "--storage", sqlite_url)

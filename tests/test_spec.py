@@ -10,6 +10,10 @@ from autotune.spec import SHIPPED_DIR, load_spec, shipped_names
 MINIMAL = 'dataset = "digits"\n'
 
 
+def with_space(entry: str) -> str:
+    return MINIMAL + "[space]\n" + entry + "\n"
+
+
 def load_text(tmp_path: Path, text: str):
     path = tmp_path / "s.toml"
     path.write_text(text)
@@ -112,7 +116,8 @@ def test_load_spec_rejects_nonpositive_trial_count(tmp_path):
 
 
 def test_load_spec_rejects_val_fraction_outside_unit_interval(tmp_path):
-    assert "val_fraction: must be in (0, 1)" in rejection(tmp_path, MINIMAL + "val_fraction = 1.5\n")
+    message = rejection(tmp_path, MINIMAL + "val_fraction = 1.5\n")
+    assert "val_fraction: must be in (0, 1)" in message
 
 
 def test_load_spec_rejects_unknown_sampler(tmp_path):
@@ -141,34 +146,36 @@ def test_load_spec_rejects_pruner_missing_required_option(tmp_path):
 
 
 def test_load_spec_rejects_unknown_hyperparameter(tmp_path):
-    message = rejection(tmp_path, MINIMAL + "[space]\nlearning_rate = { low = 0.1, high = 1.0 }\n")
+    message = rejection(tmp_path, with_space("learning_rate = { low = 0.1, high = 1.0 }"))
     assert "space.learning_rate: unknown hyperparameter; allowed:" in message
     assert "lr" in message
 
 
 def test_load_spec_rejects_unknown_key_in_a_parameter(tmp_path):
-    message = rejection(tmp_path, MINIMAL + "[space]\nlr = { low = 0.1, high = 1.0, scale = 2 }\n")
+    message = rejection(tmp_path, with_space("lr = { low = 0.1, high = 1.0, scale = 2 }"))
     assert "space.lr.scale: unknown key; allowed: choices, high, log, low, step" in message
 
 
 def test_load_spec_rejects_log_with_nonpositive_low(tmp_path):
-    message = rejection(tmp_path, MINIMAL + "[space]\nweight_decay = { low = 0.0, high = 0.1, log = true }\n")
+    entry = "weight_decay = { low = 0.0, high = 0.1, log = true }"
+    message = rejection(tmp_path, with_space(entry))
     assert "space.weight_decay.low: must be > 0 when log = true, got 0.0" in message
 
 
 def test_load_spec_rejects_low_above_high(tmp_path):
-    message = rejection(tmp_path, MINIMAL + "[space]\nlr = { low = 0.5, high = 0.1 }\n")
+    message = rejection(tmp_path, with_space("lr = { low = 0.5, high = 0.1 }"))
     assert "space.lr.low: must be <= high (0.1), got 0.5" in message
 
 
 def test_load_spec_rejects_empty_choices(tmp_path):
-    message = rejection(tmp_path, MINIMAL + "[space]\nbatch_size = { choices = [] }\n")
+    message = rejection(tmp_path, with_space("batch_size = { choices = [] }"))
     assert "space.batch_size.choices: must be a non-empty list, got []" in message
 
 
 def test_load_spec_rejects_unknown_optimizer_choice(tmp_path):
-    message = rejection(tmp_path, MINIMAL + '[space]\noptimizer = { choices = ["sgd", "lion"] }\n')
-    assert "unknown optimizer 'lion'; allowed: sgd, adam, adamw, rmsprop, nadam, adadelta" in message
+    message = rejection(tmp_path, with_space('optimizer = { choices = ["sgd", "lion"] }'))
+    allowed = "allowed: sgd, adam, adamw, rmsprop, nadam, adadelta"
+    assert f"unknown optimizer 'lion'; {allowed}" in message
 
 
 def test_load_spec_rejects_unknown_fixed_optimizer(tmp_path):
@@ -182,22 +189,24 @@ def test_load_spec_rejects_choice_of_wrong_type(tmp_path):
 
 
 def test_load_spec_rejects_range_the_trainer_cannot_use(tmp_path):
-    message = rejection(tmp_path, MINIMAL + "[space]\nmomentum = { low = 0.5, high = 1.5 }\n")
+    message = rejection(tmp_path, with_space("momentum = { low = 0.5, high = 1.5 }"))
     assert "space.momentum.high: momentum must be in [0, 1)" in message
 
 
 def test_load_spec_rejects_range_for_a_boolean(tmp_path):
-    message = rejection(tmp_path, MINIMAL + "[space]\nnesterov = { low = 0, high = 1 }\n")
+    message = rejection(tmp_path, with_space("nesterov = { low = 0, high = 1 }"))
     assert "space.nesterov: is a boolean (true/false): give choices" in message
 
 
 def test_load_spec_rejects_parameter_both_fixed_and_searched(tmp_path):
-    message = rejection(tmp_path, MINIMAL + "[fixed]\nlr = 0.1\n[space]\nlr = { low = 0.01, high = 1.0 }\n")
+    text = MINIMAL + "[fixed]\nlr = 0.1\n[space]\nlr = { low = 0.01, high = 1.0 }\n"
+    message = rejection(tmp_path, text)
     assert "space.lr: is also set in [fixed]" in message
 
 
 def test_load_spec_rejects_step_with_log(tmp_path):
-    message = rejection(tmp_path, MINIMAL + "[space]\nwidth = { low = 8, high = 64, log = true, step = 8 }\n")
+    entry = "width = { low = 8, high = 64, log = true, step = 8 }"
+    message = rejection(tmp_path, with_space(entry))
     assert "space.width.step: cannot be combined with log = true" in message
 
 
@@ -206,8 +215,9 @@ def test_shipped_studies_dir_is_the_repository_studies_folder():
 
 
 def test_definition_excludes_budget_but_includes_search(tmp_path):
-    base = load_text(tmp_path, MINIMAL + "[budget]\nn_trials = 5\n[space]\nlr = { low = 0.01, high = 1.0 }\n")
-    (tmp_path / "s.toml").write_text(MINIMAL + "[budget]\nn_trials = 50\n[space]\nlr = { low = 0.01, high = 1.0 }\n")
+    searched = "[space]\nlr = { low = 0.01, high = 1.0 }\n"
+    base = load_text(tmp_path, MINIMAL + "[budget]\nn_trials = 5\n" + searched)
+    (tmp_path / "s.toml").write_text(MINIMAL + "[budget]\nn_trials = 50\n" + searched)
     more = load_spec(str(tmp_path / "s.toml"))
     assert base.definition() == more.definition()
     assert base.definition()["space"] == {"lr": {"low": 0.01, "high": 1.0, "log": False}}
