@@ -2,57 +2,104 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import optuna
 import torch
+from optuna.artifacts import FileSystemArtifactStore
 
-from autotune import space
+from autotune import artifacts, space
 from autotune.data import Splits
 from autotune.errors import Diverged
 from autotune.models import build_model, count_parameters
 from autotune.spec import StudySpec
-from autotune.train import EpochResult, fit
+from autotune.train import EpochResult, TrainState, fit
 
 
 class Objective:
-    """Trains one model per trial on the train split and returns its best val accuracy."""
+    """Trains one model per trial on the train split and returns its best val accuracy.
 
-    def __init__(self, spec: StudySpec, splits: Splits, device: torch.device) -> None:
+    Each epoch is checkpointed to the artifact store; a trial retried after its worker died
+    continues from the dead trial's last checkpoint instead of epoch 0.
+    """
+
+    def __init__(self, spec: StudySpec, splits: Splits, device: torch.device,
+                 store: FileSystemArtifactStore) -> None:
         self.spec = spec
         self.splits = splits
         self.device = device
+        self.store = store
 
     def __call__(self, trial: optuna.Trial) -> float:
-        seed = trial_seed(self.spec, trial.number)
+        history = retry_history(trial)
+        inherited_seed = trial.user_attrs.get("seed") if history else None
+        seed = int(inherited_seed) if inherited_seed is not None else trial_seed(
+            self.spec, trial.number)
         cfg = space.suggest(trial, self.spec, seed=seed)
         model = build_model(cfg, self.splits.input_shape, self.splits.n_classes).to(self.device)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("n_parameters", count_parameters(model))
         trial.set_user_attr("device", str(self.device))
-        epochs: list[EpochResult] = []
+        start = self.resume_point(trial, history)
+        epochs = [EpochResult(**e) for e in start.epochs] if start else []
+        best: dict[str, torch.Tensor] = {}
+
+        def on_checkpoint(state: TrainState) -> None:
+            artifacts.save_checkpoint(self.store, self.spec.name, trial.number, state)
+            latest = state.epochs[-1]
+            if latest["val_accuracy"] >= max(e["val_accuracy"] for e in state.epochs):
+                best.clear()
+                best.update({k: v.detach().clone() for k, v in state.model.items()})
 
         def on_epoch(result: EpochResult) -> None:
             epochs.append(result)
             trial.report(result.val_accuracy, result.epoch)
             if trial.should_prune():
-                best = max(r.val_accuracy for r in epochs)
+                best_so_far = max(r.val_accuracy for r in epochs)
                 reason = (f"pruned by {self.spec.pruner} at epoch {result.epoch}: val accuracy "
-                          f"{result.val_accuracy:.4f} (best so far {best:.4f})")
+                          f"{result.val_accuracy:.4f} (best so far {best_so_far:.4f})")
                 trial.set_user_attr("prune_reason", reason)
                 raise optuna.TrialPruned(reason)
 
         started = time.perf_counter()
         try:
             result = fit(model, self.splits.x_train, self.splits.y_train, self.splits.x_val,
-                         self.splits.y_val, cfg, on_epoch)
+                         self.splits.y_val, cfg, on_epoch, start=start,
+                         on_checkpoint=on_checkpoint)
         except Diverged as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
         finally:
             record_epochs(trial, epochs, time.perf_counter() - started)
+            artifacts.upload_json(self.store, trial, artifacts.LEARNING_CURVE,
+                                  [dataclasses.asdict(e) for e in epochs])
+            artifacts.remove_checkpoint(self.store, self.spec.name, trial.number)
+        if best:
+            artifacts.upload_weights(self.store, trial, best)
         trial.set_user_attr("best_epoch", result.best_epoch)
         return result.best_val_accuracy
+
+    def resume_point(self, trial: optuna.Trial, history: list[int]) -> TrainState | None:
+        """The newest checkpoint left by the dead trials this one retries, replayed."""
+        for dead in reversed(history):
+            state = artifacts.load_checkpoint(self.store, self.spec.name, dead)
+            if state is None:
+                continue
+            for epoch in state.epochs:  # the retry's learning curve carries on
+                trial.report(epoch["val_accuracy"], epoch["epoch"])
+            trial.set_user_attr("resumed_from", {"trial": dead, "epoch": state.epoch})
+            return state
+        return None
+
+
+def retry_history(trial: optuna.Trial) -> list[int]:
+    """Numbers of the dead trials this trial retries, oldest first; [] for a fresh trial."""
+    running = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for frozen in running:
+        if frozen.number == trial.number:
+            return list(frozen.system_attrs.get("retry_history", []))
+    return []
 
 
 def trial_seed(spec: StudySpec, trial_number: int) -> int:
@@ -61,7 +108,7 @@ def trial_seed(spec: StudySpec, trial_number: int) -> int:
 
 
 def record_epochs(trial: optuna.Trial, epochs: list[EpochResult], wall_s: float) -> None:
-    """Store what a trial cost, whatever way it ended."""
+    """Store what a trial cost, whatever way it ended (resumed epochs count too)."""
     train_s = sum(r.seconds for r in epochs)
     trial.set_user_attr("epochs_run", len(epochs))
     trial.set_user_attr("train_time_s", round(train_s, 3))

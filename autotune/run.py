@@ -8,6 +8,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import optuna
@@ -18,6 +19,7 @@ from autotune.config import DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
 from autotune.study import (
+    ARTIFACT_DIR_ATTR,
     FINISHED,
     check_data_source,
     check_definition,
@@ -72,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", metavar="DIR",
                         help="dataset folder, e.g. DIR/MNIST/raw/ (default: "
                              "$AUTOTUNE_DATA_DIR, else ~/.cache/autotune/data)")
+    parser.add_argument("--artifacts", metavar="DIR",
+                        help="artifact store for checkpoints, learning curves and weights; "
+                             "must be reachable by every worker (default: the one stored on "
+                             "the study, else $AUTOTUNE_ARTIFACTS, else beside a SQLite or "
+                             "journal file, else ./autotune-artifacts)")
     parser.add_argument("--allow-changes", action="store_true",
                         help="resume even if the study definition or data source differ from "
                              "what the study was created with")
@@ -107,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     spec = apply_flags(load_spec(args.study), args)
     # torch loads only now, so --help and bad input answer in well under a second of it.
+    from autotune import artifacts
     from autotune.data import load_splits
     from autotune.final import evaluate_best
     from autotune.objective import Objective
@@ -121,8 +129,12 @@ def run(args: argparse.Namespace) -> int:
             _log(f"warning: definition changed ({diff}); continuing because of --allow-changes")
     splits = load_splits(spec.dataset, data_dir=args.data_dir, val_fraction=spec.val_fraction,
                          split_seed=spec.split_seed, device=device, on_notice=_log)
+    artifact_dir = artifacts.resolve_dir(args.artifacts, url)
+    if existing is not None and not args.artifacts:
+        artifact_dir = Path(existing.user_attrs.get(ARTIFACT_DIR_ATTR, artifact_dir))
     if existing is None:
-        study = create_study(store, spec, data_source=splits.source, sampler_seed=spec.seed)
+        study = create_study(store, spec, data_source=splits.source, sampler_seed=spec.seed,
+                             artifact_dir=str(artifact_dir))
         _log(f"created study '{spec.name}' in {storage.mask(url)} (data: {splits.source})")
     else:
         source_diff = check_data_source(existing, splits.source,
@@ -134,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
         study = resume_study(store, spec, sampler_seed=spec.seed + len(existing.trials))
         _log(f"resuming study '{spec.name}' in {storage.mask(url)}: "
              f"{count_finished(study)} of {spec.n_trials} trials finished")
-    stopped_early = optimize(study, spec, Objective(spec, splits, device))
+    objective = Objective(spec, splits, device, artifacts.open_store(artifact_dir))
+    stopped_early = optimize(study, spec, objective)
     test = evaluate_best(study, spec, splits, device)
     print("\n".join(summary.summary_lines(study, storage.mask(url), test)))
     return EXIT_FAILURE if stopped_early else EXIT_OK

@@ -25,6 +25,7 @@ DATA_SOURCE_ATTR = "autotune:data_source"
 SPEC_TEXT_ATTR = "autotune:spec_text"  # the study file, verbatim
 PROVENANCE_ATTR = "autotune:provenance"  # versions, git commit, host, creation time
 TEST_RESULT_ATTR = "autotune:test_result"
+ARTIFACT_DIR_ATTR = "autotune:artifact_dir"  # where checkpoints, curves and weights live
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
@@ -85,7 +86,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def create_study(storage: optuna.storages.BaseStorage, spec: StudySpec, *, data_source: str,
-                 sampler_seed: int) -> optuna.Study:
+                 sampler_seed: int, artifact_dir: str) -> optuna.Study:
     """Create a new study and store everything needed to rebuild its search elsewhere."""
     study = optuna.create_study(
         study_name=spec.name, storage=storage, direction="maximize",
@@ -98,6 +99,7 @@ def create_study(storage: optuna.storages.BaseStorage, spec: StudySpec, *, data_
     study.set_user_attr(DATA_SOURCE_ATTR, data_source)
     study.set_user_attr(SPEC_TEXT_ATTR, spec.text)
     study.set_user_attr(PROVENANCE_ATTR, provenance(spec))
+    study.set_user_attr(ARTIFACT_DIR_ATTR, artifact_dir)
     return study
 
 

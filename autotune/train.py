@@ -6,10 +6,12 @@ exceptions (e.g. `optuna.TrialPruned`) propagate untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,30 @@ class FitResult:
     best_epoch: int  # 1-based epoch with the highest val accuracy (first on ties)
     best_val_accuracy: float
     train_time_s: float  # sum of epoch training seconds (evaluation excluded)
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Everything needed to continue a fit after `epoch` epochs, exactly as if never stopped.
+
+    Holds only tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)`
+    can read a saved one without unpickling arbitrary objects.
+    """
+
+    epoch: int  # epochs completed
+    model: dict[str, Any]  # model.state_dict()
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    shuffle_rng: Tensor  # state of the batch-order generator
+    torch_rng: Tensor  # state of torch's global CPU RNG (dropout)
+    epochs: list[dict[str, Any]]  # EpochResult fields of the epochs so far
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        return cls(**data)
 
 
 Params = Iterable[nn.Parameter]
@@ -122,6 +148,9 @@ def fit(
     y_val: Tensor,
     cfg: TrainConfig,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    *,
+    start: TrainState | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
 ) -> FitResult:
     """Train `model` for `cfg.max_epochs` epochs on tensors already on one device.
 
@@ -131,6 +160,8 @@ def fit(
     RNG is seeded too, so dropout repeats and two runs of one config on CPU match exactly.
     Raises `Diverged` when an epoch's mean loss is NaN or infinite. `on_epoch` runs after
     each epoch's evaluation; whatever it raises stops training and propagates unchanged.
+    `on_checkpoint`, if given, receives the state after each epoch (before `on_epoch`), and
+    `start` continues from such a state: epochs it holds are not trained again.
     """
     if len(x_train) == 0 or len(x_train) != len(y_train):
         raise ValueError(
@@ -147,8 +178,15 @@ def fit(
     n_train = len(x_train)
     n_batches = math.ceil(n_train / cfg.batch_size)
     epochs: list[EpochResult] = []
+    if start is not None:
+        model.load_state_dict(start.model)
+        optimizer.load_state_dict(start.optimizer)
+        scheduler.load_state_dict(start.scheduler)
+        shuffle.set_state(start.shuffle_rng)
+        torch.set_rng_state(start.torch_rng)
+        epochs = [EpochResult(**e) for e in start.epochs]
 
-    for epoch in range(1, cfg.max_epochs + 1):
+    for epoch in range(len(epochs) + 1, cfg.max_epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         # the queue is empty here (evaluate ended with .item()), and the .item() below waits
         # for this epoch's kernels, so wall time is training time on GPU too
@@ -156,8 +194,8 @@ def fit(
         model.train()
         order = torch.randperm(n_train, generator=shuffle, device=device)
         loss_sum = torch.zeros((), device=device)
-        for start in range(0, n_train, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+        for first in range(0, n_train, cfg.batch_size):
+            idx = order[first : first + cfg.batch_size]
             loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -174,6 +212,11 @@ def fit(
 
         result = EpochResult(epoch, train_loss, evaluate(model, x_val, y_val), lr, seconds)
         epochs.append(result)
+        if on_checkpoint is not None:
+            on_checkpoint(TrainState(
+                epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(), shuffle_rng=shuffle.get_state(),
+                torch_rng=torch.get_rng_state(), epochs=[dataclasses.asdict(e) for e in epochs]))
         if on_epoch is not None:
             on_epoch(result)
 

@@ -252,3 +252,43 @@ def test_resolve_device_cuda_without_cuda_raises_usage_error_naming_the_fix() ->
 def test_resolve_device_rejects_an_unknown_name() -> None:
     with pytest.raises(UsageError, match="unknown device 'tpu'; available: auto, cpu, cuda"):
         resolve_device("tpu")
+
+
+def test_fit_resumed_from_a_checkpoint_matches_an_uninterrupted_fit() -> None:
+    import io
+
+    from autotune.train import TrainState
+
+    x, y = _resume_data()
+    cfg = TrainConfig(model="mlp", width=16, depth=1, dropout=0.3, optimizer="sgd", lr=0.05,
+                      momentum=0.9, decay_rate=0.9, batch_size=32, max_epochs=5, seed=7)
+    full = fit(build_model(cfg, (1, 8, 8), 3), x, y, x, y, cfg)
+
+    saved: list[bytes] = []
+
+    def keep(state: TrainState) -> None:
+        buffer = io.BytesIO()
+        torch.save(state.to_dict(), buffer)
+        saved.append(buffer.getvalue())
+
+    class Killed(Exception):
+        pass
+
+    def die_after_two(result) -> None:
+        if result.epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(build_model(cfg, (1, 8, 8), 3), x, y, x, y, cfg, die_after_two, on_checkpoint=keep)
+    state = TrainState.from_dict(torch.load(io.BytesIO(saved[-1]), weights_only=True))
+    assert state.epoch == 2
+    resumed = fit(build_model(cfg, (1, 8, 8), 3), x, y, x, y, cfg, start=state)
+    assert [e.val_accuracy for e in resumed.epochs] == [e.val_accuracy for e in full.epochs]
+    assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in full.epochs]
+
+
+def _resume_data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(300) % 3
+    x = torch.randn(300, 1, 8, 8, generator=g) * 0.5 + y.view(-1, 1, 1, 1).float()
+    return x, y

@@ -1,0 +1,99 @@
+"""Per-trial files in an Optuna artifact store: checkpoints, learning curves, weights."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+import safetensors.torch
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from sqlalchemy.engine import make_url
+
+from autotune.train import TrainState
+
+ENV_VAR = "AUTOTUNE_ARTIFACTS"
+LEARNING_CURVE = "learning_curve.json"
+WEIGHTS = "weights.safetensors"
+
+
+def resolve_dir(flag: str | None, storage_url: str) -> Path:
+    """--artifacts > $AUTOTUNE_ARTIFACTS > beside a SQLite/journal file > ./autotune-artifacts."""
+    chosen = flag or os.environ.get(ENV_VAR)
+    if chosen:
+        return Path(chosen).absolute()
+    scheme = storage_url.split("://", 1)[0]
+    if scheme.startswith("sqlite"):
+        database = make_url(storage_url).database
+        if database and database != ":memory:":
+            return Path(database).absolute().with_suffix(".artifacts")
+    if scheme == "journal":
+        return Path(storage_url.split("://", 1)[1]).absolute().with_suffix(".artifacts")
+    return Path("autotune-artifacts").absolute()
+
+
+def open_store(path: Path) -> FileSystemArtifactStore:
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def checkpoint_id(study_name: str, trial_number: int) -> str:
+    """One fixed id per trial, overwritten each epoch, so checkpoints never pile up on disk."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in study_name)
+    return f"checkpoint-{safe}-{trial_number}.pt"
+
+
+def save_checkpoint(store: FileSystemArtifactStore, study_name: str, trial_number: int,
+                    state: TrainState) -> None:
+    buffer = io.BytesIO()
+    torch.save(state.to_dict(), buffer)
+    buffer.seek(0)
+    store.write(checkpoint_id(study_name, trial_number), buffer)
+
+
+def load_checkpoint(store: FileSystemArtifactStore, study_name: str, trial_number: int
+                    ) -> TrainState | None:
+    """The last checkpoint of a trial, or None; never unpickles arbitrary objects."""
+    try:
+        with store.open_reader(checkpoint_id(study_name, trial_number)) as reader:
+            data = reader.read()
+    except optuna.artifacts.exceptions.ArtifactNotFound:
+        return None
+    return TrainState.from_dict(torch.load(io.BytesIO(data), weights_only=True))
+
+
+def remove_checkpoint(store: FileSystemArtifactStore, study_name: str, trial_number: int
+                      ) -> None:
+    try:
+        store.remove(checkpoint_id(study_name, trial_number))
+    except optuna.artifacts.exceptions.ArtifactNotFound:
+        pass
+
+
+def upload_json(store: FileSystemArtifactStore, trial: optuna.Trial, name: str,
+                data: Any) -> str:
+    """Attach a JSON document to a running trial (shown in the dashboard)."""
+    return _upload(store, trial, name, json.dumps(data, indent=1).encode(), "application/json")
+
+
+def upload_weights(store: FileSystemArtifactStore, trial: optuna.Trial,
+                   state_dict: dict[str, torch.Tensor]) -> str:
+    """Attach model weights as safetensors: loading them can never run code."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    return _upload(store, trial, WEIGHTS, safetensors.torch.save(tensors),
+                   "application/octet-stream")
+
+
+def _upload(store: FileSystemArtifactStore, trial: optuna.Trial, name: str, data: bytes,
+            mimetype: str) -> str:
+    # upload_artifact names the artifact after the file, so write it under its real name.
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                               mimetype=mimetype)
