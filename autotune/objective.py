@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import time
 
 import optuna
@@ -41,6 +43,8 @@ class Objective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("n_parameters", count_parameters(model))
         trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         start = self.resume_point(trial, history)
         epochs = [EpochResult(**e) for e in start.epochs] if start else []
         best: dict[str, torch.Tensor] = {}

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import os
 import signal
+import socket
 import sys
+import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -14,12 +19,13 @@ from types import FrameType
 import optuna
 import sqlalchemy.exc
 
-from autotune import samplers, storage, summary
+from autotune import budget, samplers, storage, summary, workers
 from autotune.config import DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
 from autotune.study import (
     ARTIFACT_DIR_ATTR,
+    DEFINITION_ATTR,
     FINISHED,
     check_data_source,
     check_definition,
@@ -30,6 +36,7 @@ from autotune.study import (
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_WORKER_ROUNDS = 5  # restarts of the worker pool while dead workers' trials are retried
 # A run stops (exit 1) after this many failed trials in a row: the search space or the data
 # is broken, and trying more would loop forever without finishing a trial.
 MAX_CONSECUTIVE_FAILURES = 10
@@ -79,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "must be reachable by every worker (default: the one stored on "
                              "the study, else $AUTOTUNE_ARTIFACTS, else beside a SQLite or "
                              "journal file, else ./autotune-artifacts)")
+    parser.add_argument("--workers", type=_positive_int, default=1, metavar="K",
+                        help="worker processes on this machine sharing the study; CPU threads "
+                             "are divided among them and GPUs shared round-robin; other "
+                             "machines join by running the same command with the same "
+                             "--storage (default: %(default)s)")
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=_positive_int, help=argparse.SUPPRESS)
     parser.add_argument("--allow-changes", action="store_true",
                         help="resume even if the study definition or data source differ from "
                              "what the study was created with")
@@ -120,37 +134,121 @@ def run(args: argparse.Namespace) -> int:
     from autotune.objective import Objective
     from autotune.train import resolve_device
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     url = storage.resolve_url(args.storage)
     store = storage.open_storage(url)
     existing = find_study(store, spec.name)
     if existing is not None:
+        existing = wait_for_definition(store, spec.name)  # it may be seconds old
         for diff in check_definition(existing, spec, allow_changes=args.allow_changes):
             _log(f"warning: definition changed ({diff}); continuing because of --allow-changes")
     splits = load_splits(spec.dataset, data_dir=args.data_dir, val_fraction=spec.val_fraction,
                          split_seed=spec.split_seed, device=device, on_notice=_log)
-    artifact_dir = artifacts.resolve_dir(args.artifacts, url)
-    if existing is not None and not args.artifacts:
-        artifact_dir = Path(existing.user_attrs.get(ARTIFACT_DIR_ATTR, artifact_dir))
     if existing is None:
-        study = create_study(store, spec, data_source=splits.source, sampler_seed=spec.seed,
-                             artifact_dir=str(artifact_dir))
-        _log(f"created study '{spec.name}' in {storage.mask(url)} (data: {splits.source})")
-    else:
+        artifact_dir = artifacts.resolve_dir(args.artifacts, url)
+        try:
+            study = create_study(store, spec, data_source=splits.source,
+                                 sampler_seed=spec.seed, artifact_dir=str(artifact_dir))
+            _log(f"created study '{spec.name}' in {storage.mask(url)} (data: {splits.source})")
+        except optuna.exceptions.DuplicatedStudyError:  # another machine created it just now
+            existing = wait_for_definition(store, spec.name)
+            check_definition(existing, spec, allow_changes=args.allow_changes)
+    if existing is not None:
+        stored_dir = existing.user_attrs.get(ARTIFACT_DIR_ATTR)
+        artifact_dir = artifacts.resolve_dir(args.artifacts, url) if (
+            args.artifacts or not stored_dir) else Path(stored_dir)
         source_diff = check_data_source(existing, splits.source,
                                         allow_changes=args.allow_changes)
         if source_diff:
             _log(f"warning: {source_diff}; continuing because of --allow-changes")
-        # Offset the sampler seed by the trials so far: a resumed run must not replay the
-        # random start-up points of the first run.
-        study = resume_study(store, spec, sampler_seed=spec.seed + len(existing.trials))
-        _log(f"resuming study '{spec.name}' in {storage.mask(url)}: "
-             f"{count_finished(study)} of {spec.n_trials} trials finished")
-    objective = Objective(spec, splits, device, artifacts.open_store(artifact_dir))
-    stopped_early = optimize(study, spec, objective)
+        study = resume_study(store, spec, sampler_seed=worker_seed(spec.seed, existing))
+        if args.worker_index is None:
+            _log(f"resuming study '{spec.name}' in {storage.mask(url)}: "
+                 f"{count_finished(study)} of {spec.n_trials} trials finished")
+    if args.workers > 1:
+        stopped_early = run_workers(study, spec, args)
+    else:
+        objective = Objective(spec, splits, device, artifacts.open_store(artifact_dir))
+        prefix = f"w{args.worker_index} " if args.worker_index is not None else ""
+        stopped_early = optimize(study, spec, objective, prefix)
+    if args.worker_index is not None:  # the parent evaluates and summarises once
+        return EXIT_FAILURE if stopped_early else EXIT_OK
     test = evaluate_best(study, spec, splits, device)
     print("\n".join(summary.summary_lines(study, storage.mask(url), test)))
     return EXIT_FAILURE if stopped_early else EXIT_OK
+
+
+def wait_for_definition(store: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    """The stored study, given a few seconds to receive its definition if another process
+    is creating it right now (a study without one is then not autotune's)."""
+    for _ in range(50):
+        study = find_study(store, name)
+        if study is not None and DEFINITION_ATTR in study.user_attrs:
+            return study
+        time.sleep(0.1)
+    if study is None:
+        raise AutotuneError(f"study '{name}' disappeared from storage while starting")
+    return study
+
+
+def worker_seed(seed: int, study: optuna.Study) -> int:
+    """A sampler seed no other process shares: workers on different machines, and resumed
+    runs, must not replay each other's random start-up points."""
+    key = f"{seed}:{socket.gethostname()}:{os.getpid()}:{len(study.trials)}:{time.time_ns()}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+
+
+def run_workers(study: optuna.Study, spec: StudySpec, args: argparse.Namespace) -> bool:
+    """Start K worker processes on this machine and wait for them; True if one failed."""
+    import torch
+
+    placements = workers.plan(args.workers, args.device, torch.cuda.device_count(),
+                              workers.n_cores())
+    base = worker_argv(args)
+    _log(f"starting {args.workers} workers: " + ", ".join(
+        f"w{p.index} {p.device} {p.threads} thread(s)" for p in placements))
+    def watchdog() -> None:
+        # A killed worker's trial turns stale after the grace period: mark it failed now, so
+        # the retry callback queues it (same params) for a live worker to resume.
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # no-op without heartbeats (journal)
+
+    for _ in range(MAX_WORKER_ROUNDS):
+        codes = workers.spawn([workers.worker_command(base, p) for p in placements],
+                              tick=watchdog, tick_s=storage.HEARTBEAT_S)
+        for placement, code in zip(placements, codes, strict=True):
+            if code < 0:
+                _log(f"worker w{placement.index} was killed by signal {-code}; its trial will "
+                     "be retried from its last checkpoint")
+        if any(code not in (EXIT_OK, EXIT_FAILURE) and code >= 0 for code in codes):
+            raise AutotuneError(f"workers exited with codes {codes}; see their errors above")
+        if count_finished(study) >= spec.n_trials or EXIT_FAILURE in codes or args.timeout:
+            return EXIT_FAILURE in codes
+        # Workers stopped while a dead worker's trial still counted as running: wait until it
+        # is stale, fail it (queueing its retry), and start another round.
+        _log("a dead worker's trial is still marked running; retrying it once it is stale")
+        time.sleep(storage.GRACE_S + storage.HEARTBEAT_S)
+        watchdog()
+    _log(f"error: {count_finished(study)} of {spec.n_trials} trials finished after "
+         f"{MAX_WORKER_ROUNDS} rounds of workers; trials still marked running cannot be "
+         "recovered without heartbeats (journal storage): rerun after they are resolved")
+    return True
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The user's flags, as a worker process must receive them."""
+    argv = ["--study", args.study]
+    for flag in ("study_name", "storage", "n_trials", "timeout", "max_epochs", "seed",
+                 "sampler", "pruner", "data_dir", "artifacts"):
+        value = getattr(args, flag)
+        if value is not None:
+            argv += ["--" + flag.replace("_", "-"), str(value)]
+    return argv + (["--allow-changes"] if args.allow_changes else [])
 
 
 def apply_flags(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
@@ -170,57 +268,39 @@ def apply_flags(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
     return spec
 
 
-def optimize(study: optuna.Study, spec: StudySpec, objective: Callable[[optuna.Trial], float]
-             ) -> bool:
+def optimize(study: optuna.Study, spec: StudySpec, objective: Callable[[optuna.Trial], float],
+             prefix: str = "") -> bool:
     """Run trials until the study holds spec.n_trials finished ones; True if failures ended it."""
-    remaining = spec.n_trials - count_finished(study)
-    if remaining <= 0:
-        _log(f"study already has {count_finished(study)} finished trials (target "
-             f"{spec.n_trials}); raise --n-trials to run more")
+    if budget.n_claimed(study) >= spec.n_trials:
+        if not prefix:
+            _log(f"study already has {count_finished(study)} finished trials (target "
+                 f"{spec.n_trials}); raise --n-trials to run more")
         return False
-    stop = _StopAtTotal(spec.n_trials, max_consecutive_failures=MAX_CONSECUTIVE_FAILURES)
-    with _progress(spec.n_trials, count_finished(study)) as bar:
+    stop = budget.StopAtTotal(spec.n_trials, MAX_CONSECUTIVE_FAILURES)
+    with _progress(spec.n_trials, count_finished(study), enabled=not prefix) as bar:
         def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            _log(summary.trial_line(trial, spec.max_epochs), bar)
+            _log(prefix + summary.trial_line(trial, spec.max_epochs), bar)
             if trial.state in FINISHED and bar is not None:
                 bar.update(1)
 
-        study.optimize(objective, n_trials=None, timeout=spec.timeout_s, catch=(Diverged,),
+        study.optimize(budget.guard(objective, spec.n_trials), n_trials=None,
+                       timeout=spec.timeout_s, catch=(Diverged, budget.Surplus),
                        callbacks=[log_trial, stop], gc_after_trial=False)
     if stop.failed_out:
-        _log(f"error: stopped after {stop.n_failed} failed trials in a row; the reasons are "
-             "on the lines above and in each trial's fail_reason")
+        _log(f"{prefix}error: stopped after {stop.n_failed} failed trials in a row; the reasons "
+             "are on the lines above and in each trial's fail_reason")
     return stop.failed_out
-
-
-class _StopAtTotal:
-    """Stops the study at a study-wide total of finished trials, or after a run of failures."""
-
-    def __init__(self, n_trials: int, max_consecutive_failures: int) -> None:
-        self.n_trials = n_trials
-        self.max_consecutive_failures = max_consecutive_failures
-        self.n_failed = 0  # consecutive failures in this run
-        self.failed_out = False
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        failed = trial.state == optuna.trial.TrialState.FAIL
-        self.n_failed = self.n_failed + 1 if failed else 0
-        if count_finished(study) >= self.n_trials:
-            study.stop()
-        elif self.n_failed >= self.max_consecutive_failures:
-            self.failed_out = True
-            study.stop()
 
 
 class _progress:
     """A tqdm bar on stderr when it is a terminal; otherwise nothing."""
 
-    def __init__(self, total: int, initial: int) -> None:
-        self.total, self.initial = total, initial
+    def __init__(self, total: int, initial: int, enabled: bool = True) -> None:
+        self.total, self.initial, self.enabled = total, initial, enabled
         self.bar = None
 
     def __enter__(self):  # type: ignore[no-untyped-def]
-        if sys.stderr.isatty():
+        if self.enabled and sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=self.total, initial=self.initial, unit="trial",
                             file=sys.stderr, dynamic_ncols=True)

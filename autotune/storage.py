@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
+import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 import optuna.storages.journal
@@ -16,6 +20,12 @@ from autotune.errors import StorageError
 DEFAULT_URL = "sqlite:///autotune.db"  # relative to the working directory
 ENV_VAR = "AUTOTUNE_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60  # wait this long for another process's write lock before failing
+# A running trial writes a heartbeat every HEARTBEAT_S; one silent for GRACE_S is stale: it is
+# marked failed and retried (same params, from its last checkpoint). RDB storages only.
+HEARTBEAT_S = int(os.environ.get("AUTOTUNE_HEARTBEAT_S", "10"))
+GRACE_S = int(os.environ.get("AUTOTUNE_GRACE_S", "30"))
+MAX_RETRY = 3  # retries of one trial whose workers keep dying
+SCHEMA_RACE_RETRIES = 5
 # Drivers installed with autotune; a bare dialect name would pick one that is not.
 DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
                    "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
@@ -66,13 +76,38 @@ def _with_default_driver(url: str) -> str:
 
 
 def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+    # pool_pre_ping replaces connections a database restart has closed.
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path:
             _prepare_sqlite_file(Path(path))
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    for attempt in range(SCHEMA_RACE_RETRIES):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S, **_retry_callback())
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Two processes creating the tables of a new database at once: the loser finds
+            # them half made; once the winner is done, opening again succeeds.
+            if attempt == SCHEMA_RACE_RETRIES - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def _retry_callback() -> dict[str, Any]:
+    """The stale-trial retry callback under its Optuna 5 name, or its 4.x name."""
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if retry is not None:
+            return {"heartbeat_stale_trial_callback": retry(max_retry=MAX_RETRY)}
+        return {"failed_trial_callback":
+                optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
 
 
 def _prepare_sqlite_file(path: Path) -> None:

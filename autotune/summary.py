@@ -50,9 +50,12 @@ def summary_lines(study: optuna.Study, storage_url: str, test: dict[str, Any] | 
     """The final report of a run: counts, best trial and params, test accuracy, where stored."""
     counts = state_counts(study)
     finished = counts["complete"] + counts["pruned"]
+    surplus = sum(1 for t in study.get_trials(deepcopy=False)
+                  if str(t.user_attrs.get("fail_reason", "")).startswith("surplus"))
+    failed = f"{counts['fail']} failed" + (f" ({surplus} surplus, not run)" if surplus else "")
     lines = [f"study {study.study_name}: {finished} finished trials "
              f"({counts['complete']} complete, {counts['pruned']} pruned), "
-             f"{counts['fail']} failed, {counts['running']} running"]
+             f"{failed}, {counts['running']} running"]
     complete = [t for t in study.get_trials(deepcopy=False)
                 if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:

@@ -1,0 +1,61 @@
+"""The study-wide trial budget: exactly N finished trials, however many workers share it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import optuna
+
+from autotune.errors import AutotuneError
+from autotune.study import FINISHED
+
+RUNNING = optuna.trial.TrialState.RUNNING
+
+
+class Surplus(AutotuneError):
+    """Raised at the start of a trial that would exceed the study's total; it is not run."""
+
+
+def n_claimed(study: optuna.Study, before: int | None = None) -> int:
+    """Finished trials plus running ones (numbered below `before`, if given)."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in FINISHED
+               or (t.state == RUNNING and (before is None or t.number < before)))
+
+
+def guard(objective: Callable[[optuna.Trial], float], n_trials: int
+          ) -> Callable[[optuna.Trial], float]:
+    """Refuse a trial that started after the budget was taken by trials ahead of it.
+
+    Workers stop starting trials once finished + running reaches N, but two workers may both
+    see N - 1 and start at the same moment; the later-numbered one is then surplus and fails
+    at once, untrained, so the study still ends with exactly N finished trials.
+    """
+    def guarded(trial: optuna.Trial) -> float:
+        if n_claimed(trial.study, before=trial.number) >= n_trials:
+            trial.set_user_attr("fail_reason", f"surplus: the study's {n_trials} trials were "
+                                "already finished or running when this one started; not run")
+            raise Surplus(f"trial {trial.number} is beyond the study's total of {n_trials}")
+        return objective(trial)
+
+    return guarded
+
+
+class StopAtTotal:
+    """Stops this process's loop when the budget is claimed, or after a run of failures."""
+
+    def __init__(self, n_trials: int, max_consecutive_failures: int) -> None:
+        self.n_trials = n_trials
+        self.max_consecutive_failures = max_consecutive_failures
+        self.n_failed = 0  # consecutive failures in this process, surplus trials excluded
+        self.failed_out = False
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        surplus = trial.user_attrs.get("fail_reason", "").startswith("surplus")
+        failed = trial.state == optuna.trial.TrialState.FAIL and not surplus
+        self.n_failed = self.n_failed + 1 if failed else 0
+        if n_claimed(study) >= self.n_trials:
+            study.stop()
+        elif self.n_failed >= self.max_consecutive_failures:
+            self.failed_out = True
+            study.stop()
