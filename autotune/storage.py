@@ -16,6 +16,7 @@ import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
 from autotune.errors import StorageError
+from autotune.resilient import ResilientRDBStorage
 
 DEFAULT_URL = "sqlite:///autotune.db"  # relative to the working directory
 ENV_VAR = "AUTOTUNE_STORAGE"
@@ -87,9 +88,9 @@ def _open_rdb(url: str) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=HEARTBEAT_S,
-                                                  grace_period=GRACE_S, **_retry_callback())
+                return ResilientRDBStorage(url, engine_kwargs=engine_kwargs,
+                                           heartbeat_interval=HEARTBEAT_S,
+                                           grace_period=GRACE_S, **_retry_callback())
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Two processes creating the tables of a new database at once: the loser finds
             # them half made; once the winner is done, opening again succeeds.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +36,14 @@ def postgres_url() -> Iterator[str]:
         _skip_or_fail(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc.orig}")
     url = admin.url.set(database=name).render_as_string(hide_password=False)
     yield url
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()  # a test may have restarted the server under the pooled connections
+    for _ in range(30):
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            break
+        except sqlalchemy.exc.OperationalError:
+            time.sleep(1)
     admin.dispose()
 
 

@@ -1,0 +1,51 @@
+"""A PostgreSQL restart in the middle of a study: workers reconnect, nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+import optuna
+import pytest
+
+from tests.conftest import _skip_or_fail, write_study
+from tests.test_workers import SHARED_STUDY, start_run
+
+
+def restart_postgres() -> None:
+    versions = os.listdir("/etc/postgresql") if os.path.isdir("/etc/postgresql") else []
+    if not shutil.which("pg_ctlcluster") or not versions or os.geteuid() != 0:
+        _skip_or_fail("restarting PostgreSQL needs root and pg_ctlcluster")
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main",
+                    "restart"], check=True, capture_output=True, timeout=120)
+
+
+def test_a_postgresql_restart_mid_study_does_not_stop_the_workers(postgres_url, tmp_path):
+    study_file = write_study(tmp_path, SHARED_STUDY.replace("n_trials = 10", "n_trials = 14")
+                             .replace("max_epochs = 3", "max_epochs = 6"), name="restart")
+    name = f"restart-{uuid.uuid4().hex[:8]}"
+    proc = start_run("--study", str(study_file), "--study-name", name, "--storage",
+                     postgres_url, "--workers", "2", "--artifacts", str(tmp_path / "art"))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=name, storage=postgres_url)
+            if sum(t.state.is_finished() for t in study.trials) >= 3:
+                break
+        except KeyError:
+            pass
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("the study never got going")
+    restart_postgres()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 14
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    assert f"study {name}: 14 finished trials" in out

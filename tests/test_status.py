@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+
+from tests.conftest import REPO, write_study
+from tests.test_workers import SLOW_STUDY, start_run, wait_for_trial_with_epochs
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=120)
+
+
+def test_status_lists_running_trials_with_host_pid_and_heartbeat(sqlite_url, tmp_path):
+    spec = write_study(tmp_path, SLOW_STUDY, name="watched")
+    proc = start_run("--study", str(spec), "--storage", sqlite_url)
+    try:
+        trial = wait_for_trial_with_epochs(sqlite_url, "watched", n_epochs=1, timeout_s=120)
+        result = run_module("autotune.status", "--storage", sqlite_url)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert result.returncode == 0, result.stderr
+    assert "watched" in result.stdout
+    running = [line for line in result.stdout.splitlines()
+               if line.startswith("watched") and str(trial.user_attrs["pid"]) in line]
+    assert running and "cpu" in running[0] and "ago" in running[0]
+
+
+def test_status_rejects_an_unknown_study(sqlite_url):
+    optuna.create_study(study_name="there", storage=sqlite_url)
+    result = run_module("autotune.status", "--storage", sqlite_url, "--study", "nope")
+    assert result.returncode == 2
+    assert "unknown study 'nope'" in result.stderr and "available: there" in result.stderr
+
+
+def test_migrate_copies_a_sqlite_study_to_postgresql_and_it_resumes_there(
+        sqlite_url, postgres_url, tmp_path):
+    from tests.test_workers import SHARED_STUDY
+
+    name = f"moved-{tmp_path.name[-8:]}".replace("_", "-")
+    spec = write_study(tmp_path, SHARED_STUDY, name="moved")
+    first = subprocess.run([sys.executable, "-m", "autotune.run", "--study", str(spec),
+                            "--study-name", name, "--storage", sqlite_url, "--n-trials", "3"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    result = run_module("autotune.migrate", sqlite_url, postgres_url, "--study", name)
+    assert result.returncode == 0, result.stderr
+    src = optuna.load_study(study_name=name, storage=sqlite_url)
+    dst = optuna.load_study(study_name=name, storage=postgres_url)
+    assert dst.user_attrs == src.user_attrs
+    assert [(t.state, t.params, t.intermediate_values, t.user_attrs) for t in dst.trials] == \
+        [(t.state, t.params, t.intermediate_values, t.user_attrs) for t in src.trials]
+    again = run_module("autotune.migrate", sqlite_url, postgres_url, "--study", name)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    resumed = subprocess.run([sys.executable, "-m", "autotune.run", "--study", str(spec),
+                              "--study-name", name, "--storage", postgres_url,
+                              "--n-trials", "5"], cwd=REPO, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 of 5 trials finished" in resumed.stderr
+    assert sum(t.state.is_finished() for t in
+               optuna.load_study(study_name=name, storage=postgres_url).trials) >= 5
