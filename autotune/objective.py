@@ -6,6 +6,7 @@ import dataclasses
 import os
 import socket
 import time
+import warnings
 
 import optuna
 import torch
@@ -67,6 +68,7 @@ class Objective:
                 raise optuna.TrialPruned(reason)
 
         started = time.perf_counter()
+        interrupted = False
         try:
             result = fit(model, self.splits.x_train, self.splits.y_train, self.splits.x_val,
                          self.splits.y_val, cfg, on_epoch, start=start,
@@ -74,11 +76,19 @@ class Objective:
         except Diverged as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
+        except KeyboardInterrupt:
+            # keep the checkpoint: the next run requeues this trial and resumes it
+            interrupted = True
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); requeued by "
+                                "the next run")
+            raise
         finally:
             record_epochs(trial, epochs, time.perf_counter() - started)
             artifacts.upload_json(self.store, trial, artifacts.LEARNING_CURVE,
                                   [dataclasses.asdict(e) for e in epochs])
-            artifacts.remove_checkpoint(self.store, self.spec.name, trial.number)
+            if not interrupted:
+                artifacts.remove_checkpoint(self.store, self.spec.name, trial.number)
         if best:
             artifacts.upload_weights(self.store, trial, best)
         trial.set_user_attr("best_epoch", result.best_epoch)
@@ -95,6 +105,30 @@ class Objective:
             trial.set_user_attr("resumed_from", {"trial": dead, "epoch": state.epoch})
             return state
         return None
+
+
+INTERRUPTED_ATTR = "interrupted"
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Queue again, with the same params, the trials a Ctrl-C or SIGTERM cut short.
+
+    The copies carry a retry history like heartbeat retries, so they resume from the
+    interrupted trial's last checkpoint. Returns the numbers of the trials requeued.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    todo = [t for t in trials if t.state == optuna.trial.TrialState.FAIL
+            and t.user_attrs.get(INTERRUPTED_ATTR) and t.number not in retried]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Optuna 5 name, else the 4.x one
+        factory = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
+            optuna.storages.RetryFailedTrialCallback
+        requeue = factory()
+    for trial in todo:
+        requeue(study, trial)
+    return [t.number for t in todo]
 
 
 def retry_history(trial: optuna.Trial) -> list[int]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,26 +31,59 @@ _RETRIED = ("create_new_study", "create_new_trial", "get_all_studies", "get_all_
             "record_heartbeat", "_get_stale_trial_ids", "check_trial_is_updatable")
 
 
+class _Timing(threading.local):
+    depth = 0  # nesting of wrapped calls in this thread: count only the outermost
+
+
+_timing = _Timing()
+storage_seconds = [0.0]  # wall seconds this process spent inside storage calls, all threads
+TIMING_ENV = "AUTOTUNE_STORAGE_TIMING"  # file to which each process appends its totals
+
+
+def _report_timing() -> None:
+    path = os.environ.get(TIMING_ENV)
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps({"pid": os.getpid(), "storage_s": storage_seconds[0],
+                                  "wall_s": time.monotonic() - _STARTED}) + "\n")
+
+
+_STARTED = time.monotonic()
+atexit.register(_report_timing)
+
+
 def _retrying(method: _F) -> _F:
     @functools.wraps(method)
     def wrapper(self: optuna.storages.RDBStorage, *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + RECONNECT_FOR_S
-        delay_s = 0.25
-        while True:
-            try:
-                return method(self, *args, **kwargs)
-            except Exception as exc:
-                if not is_connection_error(exc) or time.monotonic() > deadline:
-                    raise
-                first_line = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-                print(f"storage: {method.__name__} failed ({first_line}); retrying in "
-                      f"{delay_s:.1f}s", file=sys.stderr, flush=True)
-                self.remove_session()  # the session's transaction died with the connection
-                self.engine.dispose()  # drop every pooled connection to the old server
-                time.sleep(delay_s)
-                delay_s = min(delay_s * 2, 5.0)
+        _timing.depth += 1
+        started = time.perf_counter()
+        try:
+            return _call_with_retry(method, self, *args, **kwargs)
+        finally:
+            _timing.depth -= 1
+            if _timing.depth == 0:
+                storage_seconds[0] += time.perf_counter() - started
 
     return wrapper  # type: ignore[return-value]
+
+
+def _call_with_retry(method: Callable[..., Any], self: optuna.storages.RDBStorage,
+                     *args: Any, **kwargs: Any) -> Any:
+    deadline = time.monotonic() + RECONNECT_FOR_S
+    delay_s = 0.25
+    while True:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if not is_connection_error(exc) or time.monotonic() > deadline:
+                raise
+            first_line = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            print(f"storage: {method.__name__} failed ({first_line}); retrying in "
+                  f"{delay_s:.1f}s", file=sys.stderr, flush=True)
+            self.remove_session()  # the session's transaction died with the connection
+            self.engine.dispose()  # drop every pooled connection to the old server
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
 
 
 def is_connection_error(exc: BaseException | None) -> bool:

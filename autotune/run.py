@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from autotune import artifacts
     from autotune.data import load_splits
     from autotune.final import evaluate_best
-    from autotune.objective import Objective
+    from autotune.objective import Objective, requeue_interrupted
     from autotune.train import resolve_device
 
     if args.threads:
@@ -169,6 +169,11 @@ def run(args: argparse.Namespace) -> int:
         if args.worker_index is None:
             _log(f"resuming study '{spec.name}' in {storage.mask(url)}: "
                  f"{count_finished(study)} of {spec.n_trials} trials finished")
+    if args.worker_index is None:
+        requeued = requeue_interrupted(study)
+        if requeued:
+            _log(f"requeued interrupted trial(s) {', '.join(map(str, requeued))}; they resume "
+                 "from their last checkpoint")
     if args.workers > 1:
         stopped_early = run_workers(study, spec, args)
     else:

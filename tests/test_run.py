@@ -242,12 +242,19 @@ def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_u
     assert "interrupted" in err and "run the same command again to resume" in err
     study = load(sqlite_url, "slow")
     assert all(t.state.name != "RUNNING" for t in study.trials)
-    n_before = len(study.trials)
+    cut = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert len(cut) == 1 and cut[0].state.name == "FAIL"
+    n_finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     resumed = run_cli("--study", str(spec), "--storage", sqlite_url, "--n-trials",
-                      str(sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) + 1),
-                      "--max-epochs", "40")
+                      str(n_finished + 1))
     assert resumed.returncode == 0, resumed.stderr
-    assert len(load(sqlite_url, "slow").trials) > n_before
+    assert f"requeued interrupted trial(s) {cut[0].number}" in resumed.stderr
+    study = load(sqlite_url, "slow")
+    again = [t for t in study.trials if cut[0].number in t.system_attrs.get("retry_history", [])]
+    assert len(again) == 1 and again[0].params == cut[0].params
+    assert again[0].state.name in ("COMPLETE", "PRUNED")
+    if cut[0].intermediate_values:  # it had checkpointed: the retry carried on from there
+        assert again[0].user_attrs["resumed_from"]["trial"] == cut[0].number
 
 
 def write_idx_mnist(raw: Path, n_train: int = 120, n_test: int = 40) -> None:
