@@ -65,3 +65,50 @@ def write_study(tmp_path: Path, text: str, name: str = "custom") -> Path:
     path = tmp_path / f"{name}.toml"
     path.write_text(text)
     return path
+
+
+MYSQL_ADMIN_URL = os.environ.get("AUTOTUNE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+REDIS_TEST_URL = os.environ.get("AUTOTUNE_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A fresh MySQL/MariaDB database for this test session, dropped afterwards."""
+    import sqlalchemy
+
+    admin = sqlalchemy.create_engine(MYSQL_ADMIN_URL)
+    name = f"autotune_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sqlalchemy.exc.OperationalError as exc:
+        _skip_or_fail(f"MySQL/MariaDB not reachable at {MYSQL_ADMIN_URL}: {exc.orig}")
+    yield admin.url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database (journal storage) emptied before and after the session."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        client.flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        _skip_or_fail(f"Redis not reachable at {REDIS_TEST_URL}: {exc}")
+    yield REDIS_TEST_URL
+    client.flushdb()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql", "journal", "redis"])
+def any_storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every storage kind autotune supports, for the tests that must hold on all of them."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies.db'}"
+    if request.param == "journal":
+        return f"journal://{tmp_path / 'journal.log'}"
+    fixture = {"postgresql": "postgres_url"}.get(request.param, f"{request.param}_url")
+    return request.getfixturevalue(fixture)

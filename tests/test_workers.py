@@ -13,6 +13,7 @@ import optuna
 import pytest
 
 from autotune import workers
+from autotune.storage import open_storage
 from tests.conftest import REPO, write_study
 
 SHARED_STUDY = """
@@ -80,14 +81,15 @@ def test_worker_command_pins_each_worker_to_its_gpu():
     assert cmd[-6:] == ["--worker-index", "3", "--threads", "2", "--device", "cuda"]
 
 
-def test_four_workers_finish_with_exactly_the_total(storage_url, tmp_path):
+def test_four_workers_finish_with_exactly_the_total(any_storage_url, tmp_path):
+    storage_url = any_storage_url
     spec = write_study(tmp_path, SHARED_STUDY, name="shared")
     name = f"shared-{uuid.uuid4().hex[:8]}"
     proc = start_run("--study", str(spec), "--study-name", name, "--storage", storage_url,
                      "--workers", "4")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    study = optuna.load_study(study_name=name, storage=storage_url)
+    study = optuna.load_study(study_name=name, storage=open_storage(storage_url))
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 10
     assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
