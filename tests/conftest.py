@@ -16,6 +16,12 @@ REQUIRE_SERVICES = os.environ.get("AUTOTUNE_REQUIRE_SERVICES") == "1"
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _artifacts_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs on server storages would default to ./autotune-artifacts in the checkout."""
+    os.environ.setdefault("AUTOTUNE_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+
+
 def _skip_or_fail(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (AUTOTUNE_REQUIRE_SERVICES=1)")
