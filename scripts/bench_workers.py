@@ -5,6 +5,7 @@ time spent inside storage calls, and any "database is locked" errors or failed t
 
     python scripts/bench_workers.py                      # 1, 2, 4 workers; sqlite + postgresql
     python scripts/bench_workers.py --workers 1,8 --storages sqlite --n-trials 40
+    python scripts/bench_workers.py --study mnist --max-epochs 3 --n-trials 12 --workers 1,2
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2,4", help="comma-separated (default: 1,2,4)")
     parser.add_argument("--storages", default="sqlite,postgresql")
     parser.add_argument("--n-trials", type=int, default=24)
+    parser.add_argument("--study", help="a study name or file instead of the built-in digits "
+                                        "study, e.g. mnist")
+    parser.add_argument("--max-epochs", type=int, help="override the study's max_epochs")
     parser.add_argument("--pg-url", default=os.environ.get(
         "AUTOTUNE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args(argv)
@@ -58,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         study_file = Path(tmp) / "bench.toml"
         study_file.write_text(STUDY)
+        study = args.study or str(study_file)
+        extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
         for kind in args.storages.split(","):
             base_rate = None
             for k in counts:
-                row = run_once(kind, k, args.n_trials, study_file, Path(tmp), args.pg_url)
+                row = run_once(kind, k, args.n_trials, study, extra, Path(tmp), args.pg_url)
                 base_rate = base_rate or row["rate"]
                 print(f"{kind:<11} {k:>7} {row['wall_s']:>7.1f} {row['rate']:>10.1f} "
                       f"{row['rate'] / base_rate:>5.2f}x {row['storage_pct']:>8.1f}% "
@@ -69,17 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_once(kind: str, n_workers: int, n_trials: int, study_file: Path, tmp: Path,
-             pg_url: str) -> dict[str, float]:
+def run_once(kind: str, n_workers: int, n_trials: int, study: str, extra: list[str],
+             tmp: Path, pg_url: str) -> dict[str, float]:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     url = f"sqlite:///{tmp / (name + '.db')}" if kind == "sqlite" else pg_url
     timing = tmp / f"{name}.timing"
     env = {**os.environ, "AUTOTUNE_STORAGE_TIMING": str(timing)}
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "autotune.run", "--study", str(study_file), "--study-name", name,
+        [sys.executable, "-m", "autotune.run", "--study", study, "--study-name", name,
          "--storage", url, "--n-trials", str(n_trials), "--workers", str(n_workers),
-         "--artifacts", str(tmp / "artifacts")],
+         "--artifacts", str(tmp / "artifacts"), *extra],
         cwd=REPO, capture_output=True, text=True, env=env)
     wall_s = time.perf_counter() - started
     if result.returncode != 0:
