@@ -12,7 +12,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from autotune import artifacts, space
+from autotune import artifacts, peak_memory, space
 from autotune.data import Splits
 from autotune.errors import Diverged
 from autotune.models import build_model, count_parameters
@@ -46,6 +46,8 @@ class Objective:
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("data_source", self.splits.source)
+        peak_memory.reset(self.device)
         start = self.resume_point(trial, history)
         epochs = [EpochResult(**e) for e in start.epochs] if start else []
         best: dict[str, torch.Tensor] = {}
@@ -85,6 +87,7 @@ class Objective:
             raise
         finally:
             record_epochs(trial, epochs, time.perf_counter() - started)
+            trial.set_user_attr("peak_memory_mb", peak_memory.peak_mb(self.device))
             artifacts.upload_json(self.store, trial, artifacts.LEARNING_CURVE,
                                   [dataclasses.asdict(e) for e in epochs])
             if not interrupted:

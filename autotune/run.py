@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from autotune import artifacts
     from autotune.data import load_splits
     from autotune.final import evaluate_best
+    from autotune.notes import write_study_note
     from autotune.objective import Objective, requeue_interrupted
     from autotune.train import resolve_device
 
@@ -183,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     if args.worker_index is not None:  # the parent evaluates and summarises once
         return EXIT_FAILURE if stopped_early else EXIT_OK
     test = evaluate_best(study, spec, splits, device)
+    write_study_note(study)  # the best trial at a glance on the dashboard's study page
     print("\n".join(summary.summary_lines(study, storage.mask(url), test)))
     return EXIT_FAILURE if stopped_early else EXIT_OK
 

@@ -1,0 +1,65 @@
+"""Markdown notes shown on a study's page in optuna-dashboard: the best trial at a glance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna_dashboard import save_note
+
+from autotune.study import DATA_SOURCE_ATTR, DEFINITION_ATTR, METRIC_NAME, TEST_RESULT_ATTR
+from autotune.summary import format_value, state_counts
+
+
+def write_study_note(study: optuna.Study) -> None:
+    """Replace the study's dashboard note with a summary of its best trial."""
+    save_note(study, study_note(study))
+
+
+def study_note(study: optuna.Study) -> str:
+    """The note's Markdown: best value and params, test accuracy, counts, definition."""
+    counts = state_counts(study)
+    finished = counts["complete"] + counts["pruned"]
+    lines = [f"## {study.study_name}", ""]
+    best = _best_trial(study)
+    if best is None:
+        lines.append("No trial has completed yet.")
+    else:
+        attrs = best.user_attrs
+        lines += [f"**Best trial: #{best.number}**, {METRIC_NAME} = **{best.value:.4f}** "
+                  f"(epoch {attrs.get('best_epoch', '?')} of {attrs.get('epochs_run', '?')}, "
+                  f"seed {attrs.get('seed', '?')}, {_seconds(attrs.get('train_time_s'))} "
+                  "of training)", ""]
+        test = study.user_attrs.get(TEST_RESULT_ATTR)
+        if test and test.get("trial") == best.number:
+            lines += [f"**Test accuracy: {test['test_accuracy']:.4f}** (configuration retrained "
+                      f"{test['epochs']} epochs, evaluated once on {test['n_test']} test "
+                      "examples)", ""]
+        else:
+            lines += ["Test accuracy: not evaluated yet for this trial.", ""]
+        lines += ["| param | value |", "|---|---|"]
+        lines += [f"| {name} | {format_value(value)} |" for name, value in best.params.items()]
+        lines.append("")
+    lines.append(f"Trials: {finished} finished ({counts['complete']} complete, "
+                 f"{counts['pruned']} pruned), {counts['fail']} failed, "
+                 f"{counts['running']} running.")
+    definition: dict[str, Any] = study.user_attrs.get(DEFINITION_ATTR) or {}
+    if definition:
+        lines += ["", f"Data: {definition.get('dataset')} "
+                      f"({study.user_attrs.get(DATA_SOURCE_ATTR, '?')}), model "
+                      f"{definition.get('model')}, sampler {definition.get('sampler')}, "
+                      f"pruner {definition.get('pruner')}, up to "
+                      f"{definition.get('max_epochs')} epochs per trial."]
+    lines += ["", "_Written by autotune after the search; the next run replaces it._"]
+    return "\n".join(lines) + "\n"
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial
+        return None
+
+
+def _seconds(value: object) -> str:
+    return f"{value:.1f} s" if isinstance(value, (int, float)) else "? s"
