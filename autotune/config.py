@@ -9,6 +9,7 @@ DATASETS = ("digits", "mnist", "fashion-mnist")  # loaders in autotune.data
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam", "adadelta")
 MODELS = ("mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")  # bf16 = torch.autocast(bfloat16) around forward and loss
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,19 @@ class TrainConfig:
     decay_rate: float = 1.0  # LR multiplied by this each epoch; 1.0 = constant; (0, 1]
     batch_size: int = 64  # examples per step, >= 1
     max_epochs: int = 10  # epochs to train unless pruned, >= 1
+    max_batches_per_epoch: int = 0  # stop each epoch after this many batches; 0 = all, >= 0
+    val_subset: int = 0  # evaluate on the first N validation examples; 0 = all, >= 0
     # model shape
     model: str = "mlp"  # one of MODELS
     width: int = 128  # mlp: units per hidden layer; cnn: channels of the first conv block
     depth: int = 2  # mlp: hidden layers; cnn: conv blocks (channels double each block)
     dropout: float = 0.0  # dropout probability before each hidden/fc layer; [0, 1)
+    # augmentation of training batches (autotune.augment), on the device
+    crop_padding: int = 0  # random crop of the image padded by this many pixels; 0 = off, >= 0
+    hflip: bool = False  # flip each training image left-right with probability 1/2
+    # speed; neither changes what is searched, only how fast (and bf16 how precisely)
+    precision: str = "fp32"  # one of PRECISIONS; bf16 pays off on GPUs (and CPUs with AMX)
+    compile: bool = False  # torch.compile the model; minutes of compiling, for GPU searches
     # reproducibility
     seed: int = 0  # torch RNG seed for init and batch order
 
@@ -38,6 +47,9 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer=}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision=}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model=}")
         if not self.lr > 0:
@@ -53,6 +65,9 @@ class TrainConfig:
         for name in ("batch_size", "max_epochs", "width", "depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {name}={getattr(self, name)!r}")
+        for name in ("max_batches_per_epoch", "val_subset", "crop_padding"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {name}={getattr(self, name)!r}")
 
 
 def field_types() -> dict[str, type]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -15,11 +16,16 @@ from autotune.train import (
     OPTIMIZER_FACTORIES,
     EpochResult,
     FitResult,
+    batches,
     build_optimizer,
     build_scheduler,
+    compile_model,
     evaluate,
     fit,
+    keep_freed_memory,
+    n_batches_per_epoch,
     resolve_device,
+    wants_channels_last,
 )
 
 N_CLASSES = 3
@@ -292,3 +298,164 @@ def _resume_data() -> tuple[torch.Tensor, torch.Tensor]:
     y = torch.arange(300) % 3
     x = torch.randn(300, 1, 8, 8, generator=g) * 0.5 + y.view(-1, 1, 1, 1).float()
     return x, y
+
+
+# --- epoch and validation budgets, augmentation, speed paths -------------------------------
+
+
+def test_fit_stops_each_epoch_after_max_batches_per_epoch() -> None:
+    cfg = TrainConfig(width=8, batch_size=64, max_epochs=2, max_batches_per_epoch=2)
+    model = RecordingModel(build_model(cfg, (1, 8, 8), N_CLASSES))
+    result = fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
+    assert [len(b) for b in model.batches] == [64, 64] * 2
+    # a different random 128 of the 300 examples in each epoch, as a shuffled DataLoader gives
+    assert not torch.equal(model.batches[0], model.batches[2])
+    assert len(result.epochs) == 2
+
+
+@pytest.mark.parametrize(("n_train", "batch_size", "cap", "expected"), [
+    (300, 64, 0, 5), (300, 64, 3, 3), (300, 64, 9, 5), (128, 128, 0, 1)])
+def test_n_batches_per_epoch_counts_the_partial_batch_and_honours_the_cap(
+        n_train: int, batch_size: int, cap: int, expected: int) -> None:
+    cfg = TrainConfig(batch_size=batch_size, max_batches_per_epoch=cap)
+    assert n_batches_per_epoch(n_train, cfg) == expected
+
+
+def test_fit_validates_on_the_first_val_subset_examples() -> None:
+    cfg = TrainConfig(width=8, max_epochs=1, val_subset=7)
+    model = build_model(cfg, (1, 8, 8), N_CLASSES)
+    result = fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
+    assert result.epochs[0].val_accuracy == evaluate(model, X_VAL[:7], Y_VAL[:7])
+    assert result.epochs[0].val_accuracy * 7 == round(result.epochs[0].val_accuracy * 7)
+
+
+def test_fit_augments_training_batches_only_as_configured() -> None:
+    cfg = TrainConfig(width=8, batch_size=300, max_epochs=1, hflip=True)
+    model = RecordingModel(build_model(cfg, (1, 8, 8), N_CLASSES))
+    fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
+    seen = model.batches[0]
+    originals = {tuple(x.flatten().tolist()) for x in X_TRAIN}
+    flipped = {tuple(x.flip(-1).flatten().tolist()) for x in X_TRAIN}
+    kinds = [tuple(x.flatten().tolist()) in originals for x in seen]
+    assert all(k or tuple(x.flatten().tolist()) in flipped for k, x in zip(kinds, seen,
+                                                                          strict=True))
+    assert 100 < kinds.count(False) < 200  # about half flipped
+    assert torch.equal(X_TRAIN, make_textures(300, seed=0)[0])  # the dataset is untouched
+
+
+def test_fit_pads_random_crops_with_the_darkest_training_value() -> None:
+    cfg = TrainConfig(width=8, batch_size=300, max_epochs=1, crop_padding=3)
+    model = RecordingModel(build_model(cfg, (1, 8, 8), N_CLASSES))
+    fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
+    darkest = X_TRAIN.min()
+    shifted_in = (model.batches[0] == darkest).flatten(1).sum(dim=1)
+    assert (shifted_in >= 8).float().mean() > 0.5  # most crops brought in a padded row/column
+
+
+def test_fit_with_augmentation_resumes_exactly_from_a_checkpoint() -> None:
+    from autotune.train import TrainState
+
+    cfg = TrainConfig(width=8, dropout=0.2, max_epochs=3, crop_padding=2, hflip=True, seed=3)
+    full = fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
+    states: list[TrainState] = []
+
+    class Killed(Exception):
+        pass
+
+    def die_after_one(result: EpochResult) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg, die_after_one,
+            on_checkpoint=lambda s: states.append(copy_state(s)))
+    resumed = fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
+                  start=states[-1])
+    assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in full.epochs]
+
+
+def copy_state(state):  # type: ignore[no-untyped-def]
+    """What a checkpoint file holds: a deep copy (fit hands out live CPU tensors)."""
+    import io
+
+    from autotune.train import TrainState
+
+    buffer = io.BytesIO()
+    torch.save(state.to_dict(), buffer)
+    return TrainState.from_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+
+
+class DtypeRecorder(nn.Module):
+    """Keeps the dtype of every training-mode output of the wrapped model."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.dtypes: set[torch.dtype] = set()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.inner(x)
+        if self.training:
+            self.dtypes.add(out.dtype)
+        return out
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_fit_in_bf16_runs_under_autocast_and_learns(model: str) -> None:
+    cfg = TrainConfig(model=model, optimizer="adam", lr=0.01, width=16, depth=1, max_epochs=4,
+                      precision="bf16")
+    recorder = DtypeRecorder(build_model(cfg, (1, 8, 8), N_CLASSES))
+    result = fit(recorder, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
+    assert recorder.dtypes == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in recorder.parameters())  # weights stay fp32
+    assert result.best_val_accuracy > 0.9
+
+
+def test_fit_in_fp32_does_not_autocast() -> None:
+    cfg = TrainConfig(width=8, max_epochs=1)
+    recorder = DtypeRecorder(build_model(cfg, (1, 8, 8), N_CLASSES))
+    fit(recorder, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
+    assert recorder.dtypes == {torch.float32}
+
+
+def test_compile_model_compiles_only_when_asked_and_trains_the_same_parameters() -> None:
+    model = a_model()
+    assert compile_model(model, TrainConfig()) is model
+    compiled = compile_model(model, TrainConfig(compile=True))  # compiles lazily, on first call
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled._orig_mod is model
+    assert list(compiled.parameters()) == list(model.parameters())
+
+
+@pytest.mark.parametrize(("model", "expected"), [("mlp", False), ("cnn", True)])
+def test_conv_models_get_channels_last_inputs(model: str, expected: bool) -> None:
+    assert wants_channels_last(build_model(TrainConfig(model=model), (3, 8, 8), 3)) is expected
+    x = torch.randn(10, 3, 8, 8)
+    cfg = TrainConfig(batch_size=4)
+    first, _ = next(batches(x, torch.zeros(10, dtype=torch.long), cfg, torch.Generator(),
+                            channels_last=expected))
+    assert first.is_contiguous(memory_format=torch.channels_last) is expected
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizers_take_one_fused_or_foreach_step_over_all_parameters(name: str) -> None:
+    group = build_optimizer(a_model().parameters(), TrainConfig(optimizer=name)).param_groups[0]
+    if name in ("sgd", "adam", "adamw"):
+        assert group["fused"] is True
+    else:
+        assert group["foreach"] is True
+
+
+def test_to_host_leaves_cpu_states_as_they_are() -> None:
+    from autotune.train import TrainState, to_host
+
+    weights = torch.ones(3)
+    state = TrainState(epoch=1, model={"w": weights}, optimizer={"state": {}, "param_groups": []},
+                       scheduler={}, shuffle_rng=torch.Generator().get_state(),
+                       torch_rng=torch.get_rng_state(), epochs=[])
+    assert to_host(state).model["w"] is weights
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc malloc tuning is Linux-only")
+def test_keep_freed_memory_takes_on_glibc_and_runs_once() -> None:
+    assert keep_freed_memory() is True
+    assert keep_freed_memory() is True  # cached: mallopt is called once per process

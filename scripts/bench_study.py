@@ -1,0 +1,349 @@
+"""A whole search: autotune against Optuna's own PyTorch example, the same study on one machine.
+
+  autotune  `python -m autotune.run --study studies/bench/fashion-mlp.toml` (the example's
+            study as a study file; see its comments for the one difference in the space),
+            on a fresh SQLite file, with its artifact store (checkpoints, learning curves).
+  example   scripts/baseline_optuna_example.py: the example as published (DataLoader per
+            image, in-memory storage), seeded.
+
+For each seed both run as subprocesses, in alternating order, with the same budget (trials,
+epochs, timeout). Printed per seed and as medians: wall time (the whole process: start-up,
+data, search, and for autotune the test evaluation of the best configuration), epochs
+trained, the best validation accuracy (each tool's best value; the example's is a trial's
+last epoch, autotune's its best epoch) and the best accuracy of any epoch, and the time from
+the first trial's start until a trial that reached --target accuracy ended.
+
+Then autotune's framework overhead per trial (sampling, pruning, storage writes, checkpoints,
+learning curves, model and optimizer construction: everything but training) from a run of
+the same study with a trivial budget (1 example per batch, 1 batch per epoch, 1 validation
+example, no pruning): (search wall time - training time) / trials. --profile adds where it
+goes, from the same run in-process under cProfile.
+
+    python scripts/bench_study.py                  # 3 seeds x 100 trials each side: ~20 min
+    python scripts/bench_study.py --seeds 0 --n-trials 30
+    python scripts/bench_study.py --quick          # ~1 min: 1 seed, 6 trials of 2 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+STUDY_FILE = REPO / "studies" / "bench" / "fashion-mlp.toml"
+EXAMPLE = REPO / "scripts" / "baseline_optuna_example.py"
+# The overhead run's training budget; with --pruner none every trial runs every epoch: the
+# most reports, checkpoints and storage writes a trial can make.
+OVERHEAD_FIXED = """
+[fixed]
+batch_size = 1
+max_batches_per_epoch = 1
+val_subset = 1
+"""
+OVERHEAD_FLAGS = ["--pruner", "none"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one search did, read back from its trials."""
+
+    tool: str
+    seed: int
+    wall_s: float  # the subprocess, start to exit
+    trials: list[dict[str, Any]]  # state, value, intermediate_values, start, complete
+
+    @property
+    def finished(self) -> list[dict[str, Any]]:
+        return [t for t in self.trials if t["state"] in ("COMPLETE", "PRUNED")]
+
+    @property
+    def epochs(self) -> int:
+        return sum(len(t["intermediate_values"]) for t in self.trials)
+
+    @property
+    def best_value(self) -> float:
+        return max((t["value"] for t in self.trials if t["state"] == "COMPLETE"), default=0.0)
+
+    @property
+    def best_epoch_accuracy(self) -> float:
+        return max((v for t in self.trials for v in t["intermediate_values"]), default=0.0)
+
+    @property
+    def search_s(self) -> float:
+        return max(t["complete"] for t in self.finished) - min(t["start"] for t in self.trials)
+
+    def time_to(self, target: float) -> float | None:
+        """Seconds from the first trial's start until the first trial reaching `target` ended."""
+        start = min(t["start"] for t in self.trials)
+        reached = [t["complete"] for t in self.finished
+                   if max(t["intermediate_values"], default=0.0) >= target]
+        return min(reached) - start if reached else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated (default 0,1,2)")
+    parser.add_argument("--n-trials", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=600.0, help="per search, seconds")
+    parser.add_argument("--target", type=float, default=0.82,
+                        help="accuracy for time-to-target (default 0.82)")
+    parser.add_argument("--overhead-trials", type=int,
+                        help="trials of the overhead run (default: --n-trials)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also break the overhead down (the overhead run under cProfile)")
+    parser.add_argument("--skip-example", action="store_true",
+                        help="run autotune only (no ratios)")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to this long for the 1-minute load to fall below 1")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 seed, 6 trials of 2 epochs, a 6-trial overhead run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.n_trials, args.epochs = "0", 6, 2
+    seeds = [int(s) for s in args.seeds.split(",")]
+    tools = ["autotune"] + ([] if args.skip_example else ["example"])
+    wait_quiet(args.wait_quiet)
+
+    loads = [os.getloadavg()[0]]
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for i, seed in enumerate(seeds):
+            for tool in tools if i % 2 == 0 else tools[::-1]:
+                run = run_autotune(tmp, seed, args) if tool == "autotune" else run_example(
+                    tmp, seed, args)
+                runs.append(run)
+                loads.append(os.getloadavg()[0])
+                log(f"{tool} seed {seed}: {run.wall_s:.1f} s, {len(run.finished)} trials, "
+                    f"{run.epochs} epochs, best {run.best_value:.4f}")
+        overhead = measure_overhead(tmp, args)
+        loads.append(os.getloadavg()[0])
+        breakdown = profile_overhead(tmp, args) if args.profile else None
+
+    print(f"study: {STUDY_FILE.name} vs {EXAMPLE.name}; {args.n_trials} trials, {args.epochs} "
+          f"epochs, timeout {args.timeout:g} s; seeds {args.seeds}; 1-minute load average "
+          f"{min(loads):.2f}-{max(loads):.2f} (sampled between runs)")
+    report(runs, tools, seeds, args.target)
+    print(f"framework overhead per trial (autotune, SQLite, {overhead['trials']} trials of a "
+          f"trivial budget): {overhead['per_trial_ms']:.1f} ms (target <= 10 ms); training "
+          f"{overhead['train_ms']:.1f} ms/trial excluded")
+    if breakdown:
+        print_breakdown(breakdown)
+    return 0
+
+
+def report(runs: list[Run], tools: list[str], seeds: list[int], target: float) -> None:
+    by = {(r.tool, r.seed): r for r in runs}
+    print(f"{'seed':>4} {'tool':<9} {'wall s':>7} {'search s':>8} {'trials':>6} {'epochs':>6} "
+          f"{'best':>7} {'best ep':>7} {f'to {target:g}':>8}")
+    for seed in seeds:
+        for tool in tools:
+            r = by[tool, seed]
+            reach = r.time_to(target)
+            print(f"{seed:>4} {tool:<9} {r.wall_s:>7.1f} {r.search_s:>8.1f} "
+                  f"{len(r.finished):>6} {r.epochs:>6} {r.best_value:>7.4f} "
+                  f"{r.best_epoch_accuracy:>7.4f} {fmt_s(reach):>8}")
+    if len(tools) < 2:
+        return
+
+    def median(tool: str, metric: str) -> float:
+        values = [getattr(by[tool, s], metric) for s in seeds]
+        return statistics.median(values)
+
+    def median_reach(tool: str) -> float | None:
+        values = [by[tool, s].time_to(target) for s in seeds]
+        reached = [v for v in values if v is not None]
+        return statistics.median(reached) if len(reached) == len(values) else None
+
+    wall = (median("autotune", "wall_s"), median("example", "wall_s"))
+    best = (median("autotune", "best_value"), median("example", "best_value"))
+    best_ep = (median("autotune", "best_epoch_accuracy"), median("example", "best_epoch_accuracy"))
+    reach = (median_reach("autotune"), median_reach("example"))
+    ratio = wall[1] / wall[0]
+    gap = 100 * (best[1] - best[0])
+    print(f"median  autotune {wall[0]:.1f} s, example {wall[1]:.1f} s: {ratio:.1f}x less wall "
+          f"time (target >= 8x: {'met' if ratio >= 8 else 'MISSED'})")
+    print(f"median  best accuracy autotune {best[0]:.4f}, example {best[1]:.4f} "
+          f"({gap:+.1f} points for the example; target within 1.5: "
+          f"{'met' if gap <= 1.5 else 'MISSED'}); best epoch {best_ep[0]:.4f} vs "
+          f"{best_ep[1]:.4f}")
+    if None in reach:
+        print(f"median  time to {target:g}: not reached by every run of both")
+    else:
+        print(f"median  time to {target:g}: autotune {reach[0]:.1f} s, example "
+              f"{reach[1]:.1f} s ({reach[1] / reach[0]:.1f}x)")  # type: ignore[operator]
+
+
+def run_autotune(tmp: Path, seed: int, args: argparse.Namespace, study: Path = STUDY_FILE,
+                 n_trials: int | None = None, name: str = "autotune",
+                 extra: tuple[str, ...] = ()) -> Run:
+    db = tmp / f"{name}-{seed}.db"
+    command = [sys.executable, "-m", "autotune.run", "--study", str(study), "--storage",
+               f"sqlite:///{db}", "--artifacts", str(tmp / f"{name}-{seed}.artifacts"),
+               "--n-trials", str(n_trials or args.n_trials), "--max-epochs", str(args.epochs),
+               "--timeout", str(args.timeout), "--seed", str(seed), "--device", "cpu", *extra]
+    wall_s = timed(command, cwd=REPO)
+    import optuna
+
+    url = f"sqlite:///{db}"
+    loaded = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
+    trials = [{
+        "state": t.state.name, "value": t.value,
+        "intermediate_values": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
+        "start": t.datetime_start.timestamp(),
+        "complete": t.datetime_complete.timestamp() if t.datetime_complete else None,
+        "train_time_s": t.user_attrs.get("train_time_s", 0.0),
+    } for t in loaded.get_trials(deepcopy=False)]
+    return Run(name, seed, wall_s, trials)
+
+
+def run_example(tmp: Path, seed: int, args: argparse.Namespace) -> Run:
+    out = tmp / f"example-{seed}.json"
+    command = [sys.executable, str(EXAMPLE), "--seed", str(seed), "--n-trials",
+               str(args.n_trials), "--epochs", str(args.epochs), "--timeout", str(args.timeout),
+               "--root", str(example_root(tmp)), "--json", str(out)]
+    wall_s = timed(command, cwd=REPO)
+    return Run("example", seed, wall_s, json.loads(out.read_text()))
+
+
+def example_root(tmp: Path) -> Path:
+    sys.path.insert(0, str(EXAMPLE.parent))
+    from baseline_optuna_example import torchvision_root
+
+    return torchvision_root(tmp / "torchvision")  # gunzipped once, outside the timed runs
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    wall_s = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"error: {' '.join(command)} exited {done.returncode}:\n"
+                         f"{done.stderr[-3000:]}")
+    return wall_s
+
+
+def overhead_study(tmp: Path) -> Path:
+    """The bench study with a trivial training budget in place of its [fixed] table."""
+    text = re.sub(r"\[fixed\].*?(?=\n\[)", OVERHEAD_FIXED.strip() + "\n", STUDY_FILE.read_text(),
+                  flags=re.DOTALL)
+    path = tmp / "bench-overhead.toml"
+    path.write_text(text)
+    return path
+
+
+def measure_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
+    n_trials = args.overhead_trials or args.n_trials
+    run = run_autotune(tmp, 0, args, overhead_study(tmp), n_trials, name="overhead",
+                       extra=tuple(OVERHEAD_FLAGS))
+    train_s = sum(t["train_time_s"] for t in run.finished)
+    n = len(run.finished)
+    return {"trials": n, "per_trial_ms": 1000 * (run.search_s - train_s) / n,
+            "train_ms": 1000 * train_s / n}
+
+
+# (label, functions whose cumulative time it is); a function is named by file suffix and name
+CATEGORIES: list[tuple[str, list[tuple[str, str]]]] = [
+    ("sampling (TPE) and trial creation", [("optuna/study/study.py", "ask")]),
+    ("suggest_* (independent sampling, param writes)", [("optuna/trial/_trial.py", "_suggest")]),
+    ("report + should_prune", [("optuna/trial/_trial.py", "report"),
+                               ("optuna/trial/_trial.py", "should_prune")]),
+    ("set_user_attr (storage writes)", [("optuna/trial/_trial.py", "set_user_attr")]),
+    ("per-epoch checkpoints (artifact store)", [("autotune/artifacts.py", "save_checkpoint")]),
+    ("learning curve + weights upload, checkpoint removal", [
+        ("autotune/artifacts.py", "upload_json"), ("autotune/artifacts.py", "upload_weights"),
+        ("autotune/artifacts.py", "remove_checkpoint")]),
+    ("retry history + budget checks (trial list reads)", [
+        ("autotune/objective.py", "retry_history"), ("autotune/budget.py", "n_claimed")]),
+    ("model + optimizer construction", [("autotune/models.py", "build_model"),
+                                        ("autotune/train.py", "build_optimizer"),
+                                        ("autotune/train.py", "build_scheduler")]),
+    ("evaluation (1 example)", [("autotune/train.py", "evaluate")]),
+    ("tell (trial state, value write)", [("optuna/study/_tell.py", "_tell_with_warning")]),
+    ("log line + stop callbacks", [("autotune/run.py", "log_trial"),
+                                   ("autotune/budget.py", "__call__")]),
+]
+
+
+def profile_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The overhead run again, in this process under cProfile: cumulative ms per trial."""
+    from autotune import run as autotune_run
+
+    n_trials = args.overhead_trials or args.n_trials
+    db = tmp / "profile.db"
+    argv = ["--study", str(overhead_study(tmp)), "--storage", f"sqlite:///{db}", "--artifacts",
+            str(tmp / "profile.artifacts"), "--n-trials", str(n_trials), "--max-epochs",
+            str(args.epochs), "--device", "cpu", *OVERHEAD_FLAGS]
+    profiler = cProfile.Profile()
+    search = autotune_run.optimize
+
+    def profiled_search(*a: Any, **kw: Any) -> bool:  # only the search, not start-up or test
+        return bool(profiler.runcall(search, *a, **kw))
+
+    autotune_run.optimize = profiled_search  # type: ignore[assignment]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            code = autotune_run.main(argv)
+    finally:
+        autotune_run.optimize = search  # type: ignore[assignment]
+    if code != 0:
+        raise SystemExit(f"error: the profiled overhead run exited {code}")
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    cumulative: dict[tuple[str, str], float] = {}
+    for (filename, _, function), (_, _, _, cum, _) in stats.items():
+        key = (filename.replace(os.sep, "/"), function)
+        cumulative[key] = cumulative.get(key, 0.0) + cum
+    optimize = sum(c for (f, fn), c in cumulative.items()
+                   if f.endswith("optuna/study/_optimize.py") and fn == "_optimize_sequential")
+    fit = sum(c for (f, fn), c in cumulative.items() if f.endswith("autotune/train.py")
+              and fn == "fit")
+    rows = []
+    for label, functions in CATEGORIES:
+        total = sum(c for (f, fn), c in cumulative.items()
+                    if any(f.endswith(suffix) and fn == name for suffix, name in functions))
+        rows.append((label, 1000 * total / n_trials))
+    return {"trials": n_trials, "rows": rows, "optimize_ms": 1000 * optimize / n_trials,
+            "fit_ms": 1000 * fit / n_trials}
+
+
+def print_breakdown(breakdown: dict[str, Any]) -> None:
+    print(f"where it goes (cProfile, which inflates Python-heavy code; ms per trial of "
+          f"{breakdown['trials']}; the search loop took {breakdown['optimize_ms']:.1f}, of "
+          f"which fit {breakdown['fit_ms']:.1f} including the checkpoints it hands out; the "
+          f"rows overlap where one calls another):")
+    for label, ms in breakdown["rows"]:
+        print(f"  {ms:7.2f} ms  {label}")
+
+
+def fmt_s(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds:.1f}s"
+
+
+def wait_quiet(limit_s: float, below: float = 1.0) -> None:
+    """Wait (up to limit_s) until other work leaves the machine: timings need idle cores."""
+    deadline = time.monotonic() + limit_s
+    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        time.sleep(5)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Training throughput: autotune's `fit` on in-memory tensors against the Optuna example's loop.
+
+Both sides train the same model (autotune.models, same seed) with Adam, batches of 128, on the
+CPU, for the same number of batches per epoch:
+
+  autotune  `autotune.train.fit` on `autotune.data.load_splits("fashion-mnist")` tensors
+            (shuffled by index on the device, fused optimizer step).
+  example   the loop of optuna-examples pytorch/pytorch_simple.py: a DataLoader over
+            torchvision's FashionMNIST dataset with `transforms.ToTensor()` per image
+            (batch_size=128, shuffle=True), `torch.optim.Adam(params, lr=...)`.
+
+Each side runs in its own process, so neither inherits the other's settings (threads are the
+same for both). They take turns, A B then B A, for --repeats rounds; each measurement is the
+second of two epochs (the first warms up), training only. Printed: median images/s of each,
+the ratio, and the 1-minute load average before and after (CPU timings are only comparable
+on an otherwise idle machine).
+
+    python scripts/bench_train.py                 # 3 models, 30 batches per epoch, 7 rounds
+    python scripts/bench_train.py --quick         # seconds: a smoke test of the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when spawned
+
+# name -> (TrainConfig fields, the target ratio of the issue)
+MODELS: dict[str, tuple[dict[str, object], float]] = {
+    "mlp 1x128": ({"model": "mlp", "depth": 1, "width": 128, "dropout": 0.2}, 8.0),
+    "mlp 3x128": ({"model": "mlp", "depth": 3, "width": 128, "dropout": 0.2}, 8.0),
+    "cnn w16 d2": ({"model": "cnn", "depth": 2, "width": 16, "dropout": 0.0}, 2.0),
+}
+SIDES = ("autotune", "example")
+BATCH_SIZE = 128
+LR = 1e-3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="rounds of A B / B A (default 7)")
+    parser.add_argument("--batches", type=int, default=30,
+                        help="batches of 128 per timed epoch (default 30, as the example)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated subset of: {', '.join(MODELS)}")
+    parser.add_argument("--threads", type=int, help="torch threads in both processes "
+                                                    "(default: torch's choice, the cores)")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to this long for the 1-minute load to fall below 1")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 batches")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.batches = 2, 3
+    names = args.models.split(",")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}; available: {', '.join(MODELS)}")
+    wait_quiet(args.wait_quiet)
+
+    load_before = os.getloadavg()[0]
+    rates: dict[tuple[str, str], list[float]] = {(n, s): [] for n in names for s in SIDES}
+    with tempfile.TemporaryDirectory() as tmp, Workers(Path(tmp), args.threads) as workers:
+        for round_ in range(args.repeats):
+            for name in names:
+                for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+                    rates[name, side].append(workers.measure(side, name, args.batches))
+    load_after = os.getloadavg()[0]
+
+    print(f"training images/s, median of {args.repeats} (epochs of {args.batches} batches of "
+          f"{BATCH_SIZE}); threads: {workers.threads}; "
+          f"load average (1 min): {load_before:.2f} before, {load_after:.2f} after")
+    print(f"{'model':<12} {'autotune':>9} {'example':>9} {'ratio':>7} {'target':>7}")
+    for name in names:
+        fast = statistics.median(rates[name, "autotune"])
+        slow = statistics.median(rates[name, "example"])
+        target = MODELS[name][1]
+        verdict = "met" if fast / slow >= target else "MISSED"
+        print(f"{name:<12} {fast:>9.0f} {slow:>9.0f} {fast / slow:>6.1f}x {target:>6.0f}x "
+              f"{verdict}")
+    return 0
+
+
+def wait_quiet(limit_s: float, below: float = 1.0) -> None:
+    """Wait (up to limit_s) until other work leaves the machine: timings need idle cores."""
+    deadline = time.monotonic() + limit_s
+    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        time.sleep(5)
+
+
+class Workers:
+    """One warm process per side; `measure` asks one of them for one timed epoch."""
+
+    def __init__(self, tmp: Path, threads: int | None) -> None:
+        self.tmp, self.threads = tmp, threads
+
+    def __enter__(self) -> Workers:
+        ctx = mp.get_context("spawn")  # a fresh interpreter: no shared torch or malloc state
+        self.conns: dict[str, Connection] = {}
+        self.procs = []
+        for side in SIDES:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=serve, args=(side, child, self.tmp, self.threads))
+            proc.start()
+            self.conns[side] = parent
+            self.procs.append(proc)
+        ready = {side: self.conns[side].recv() for side in SIDES}  # both load their data
+        self.threads = ready["autotune"]
+        return self
+
+    def measure(self, side: str, name: str, n_batches: int) -> float:
+        self.conns[side].send((name, n_batches))
+        reply = self.conns[side].recv()
+        if isinstance(reply, str):
+            raise RuntimeError(f"{side} worker failed: {reply}")
+        return float(reply)
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self.conns.values():
+            conn.send(None)
+        for proc in self.procs:
+            proc.join(timeout=30)
+
+
+def serve(side: str, conn: Connection, tmp: Path, threads: int | None) -> None:
+    """Worker process: load the data once, then answer (model, n_batches) with images/s."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    measure = autotune_side() if side == "autotune" else example_side(tmp)
+    conn.send(torch.get_num_threads())
+    while (request := conn.recv()) is not None:
+        name, n_batches = request
+        try:
+            conn.send(measure(name, n_batches))
+        except Exception as exc:  # report it to the parent instead of hanging it
+            conn.send(f"{type(exc).__name__}: {exc}")
+
+
+def config(name: str, n_batches: int):  # type: ignore[no-untyped-def]
+    from autotune.config import TrainConfig
+
+    return TrainConfig(**MODELS[name][0], optimizer="adam", lr=LR,  # type: ignore[arg-type]
+                       batch_size=BATCH_SIZE, max_epochs=2, max_batches_per_epoch=n_batches,
+                       val_subset=BATCH_SIZE, seed=0)
+
+
+def autotune_side():  # type: ignore[no-untyped-def]
+    from autotune.data import load_splits
+    from autotune.models import build_model
+    from autotune.train import fit
+
+    splits = load_splits("fashion-mnist", data_dir=None, val_fraction=0.1, split_seed=0,
+                         on_notice=lambda message: None)
+
+    def measure(name: str, n_batches: int) -> float:
+        cfg = config(name, n_batches)
+        model = build_model(cfg, splits.input_shape, splits.n_classes)
+        result = fit(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg)
+        return n_batches * BATCH_SIZE / result.epochs[-1].seconds  # the warm second epoch
+
+    return measure
+
+
+def example_side(tmp: Path):  # type: ignore[no-untyped-def]
+    import torch
+    import torch.nn.functional as F
+    from baseline_optuna_example import torchvision_root
+    from torchvision import datasets, transforms
+
+    from autotune.models import build_model
+
+    dataset = datasets.FashionMNIST(str(torchvision_root(tmp)), train=True, download=False,
+                                    transform=transforms.ToTensor())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True)
+    device = torch.device("cpu")
+
+    def measure(name: str, n_batches: int) -> float:
+        cfg = config(name, n_batches)
+        model = build_model(cfg, (1, 28, 28), 10).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)  # as the example builds it
+        for _ in range(2):  # time the second epoch, like the autotune side
+            start = time.perf_counter()
+            model.train()
+            for batch_idx, (data, target) in enumerate(loader):
+                if batch_idx >= n_batches:
+                    break
+                data, target = data.to(device), target.to(device)
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(data), target)  # = LogSoftmax + nll_loss
+                loss.backward()
+                optimizer.step()
+            seconds = time.perf_counter() - start
+        return n_batches * BATCH_SIZE / seconds
+
+    return measure
+
+
+if __name__ == "__main__":
+    sys.exit(main())
