@@ -20,6 +20,7 @@ from autotune.train import TrainState
 ENV_VAR = "AUTOTUNE_ARTIFACTS"
 LEARNING_CURVE = "learning_curve.json"
 WEIGHTS = "weights.safetensors"
+FINAL_WEIGHTS = "final_weights.safetensors"  # the retrained best configuration, on the study
 
 
 def resolve_dir(flag: str | None, storage_url: str) -> Path:
@@ -81,19 +82,26 @@ def upload_json(store: FileSystemArtifactStore, trial: optuna.Trial, name: str,
     return _upload(store, trial, name, json.dumps(data, indent=1).encode(), "application/json")
 
 
-def upload_weights(store: FileSystemArtifactStore, trial: optuna.Trial,
-                   state_dict: dict[str, torch.Tensor]) -> str:
-    """Attach model weights as safetensors: loading them can never run code."""
+def upload_weights(store: FileSystemArtifactStore, owner: optuna.Trial | optuna.Study,
+                   state_dict: dict[str, torch.Tensor], name: str = WEIGHTS) -> str:
+    """Attach model weights as safetensors (loading them can never run code) to a trial or
+    a study; returns the artifact id."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    return _upload(store, trial, WEIGHTS, safetensors.torch.save(tensors),
+    return _upload(store, owner, name, safetensors.torch.save(tensors),
                    "application/octet-stream")
 
 
-def _upload(store: FileSystemArtifactStore, trial: optuna.Trial, name: str, data: bytes,
-            mimetype: str) -> str:
+def upload_study_weights(store: FileSystemArtifactStore, study: optuna.Study,
+                         state_dict: dict[str, torch.Tensor]) -> str:
+    """Attach the final retrained model's weights to the study; returns the artifact id."""
+    return upload_weights(store, study, state_dict, FINAL_WEIGHTS)
+
+
+def _upload(store: FileSystemArtifactStore, owner: optuna.Trial | optuna.Study, name: str,
+            data: bytes, mimetype: str) -> str:
     # upload_artifact names the artifact after the file, so write it under its real name.
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
         path.write_bytes(data)
-        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=owner,
                                mimetype=mimetype)

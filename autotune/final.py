@@ -7,8 +7,9 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.artifacts import FileSystemArtifactStore
 
-from autotune import space
+from autotune import artifacts, space
 from autotune.data import Splits
 from autotune.models import build_model
 from autotune.spec import StudySpec
@@ -24,33 +25,46 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         return None
 
 
-def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: torch.device
-                  ) -> dict[str, Any] | None:
+def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: torch.device,
+                  store: FileSystemArtifactStore | None = None) -> dict[str, Any] | None:
     """Test accuracy of the best configuration, computed once per best trial and stored.
 
-    The configuration is retrained on the train split with the trial's own seed for its best
-    epoch count, which reproduces the model the trial validated (the schedule is per epoch),
-    then the test split is seen exactly once.
+    The configuration is retrained with the trial's own seed for its best epoch count, on
+    what `spec.final_train` names: "train" reproduces the model the trial validated (the LR
+    schedule still spans the trial's max_epochs); "train+val" adds the validation split, so
+    the retrained model's validation score means nothing and only the search's is kept.
+    Then the test split is seen exactly once. The result (both scores) is stored on the
+    study; with a `store`, the final weights are uploaded to it as a study artifact.
     """
     best = best_trial(study)
     if best is None:
         return None
     stored = study.user_attrs.get(TEST_RESULT_ATTR)
-    if stored and stored.get("trial") == best.number:
+    if stored and stored.get("trial") == best.number and \
+            stored.get("train_on", "train") == spec.final_train:
         return stored
     epochs = int(best.user_attrs.get("best_epoch", spec.max_epochs))
-    cfg = space.to_config(spec, best.params, seed=int(best.user_attrs["seed"]),
-                          max_epochs=epochs)
+    cfg = space.to_config(spec, best.params, seed=int(best.user_attrs["seed"]))
+    x_train, y_train = splits.x_train, splits.y_train
+    if spec.final_train == "train+val":
+        x_train, y_train = torch.cat([x_train, splits.x_val]), torch.cat([y_train, splits.y_val])
     model = build_model(cfg, splits.input_shape, splits.n_classes).to(device)
-    fitted = fit(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg)
+    fitted = fit(model, x_train, y_train, splits.x_val, splits.y_val, cfg, n_epochs=epochs)
     result = {
         "trial": best.number,
         "test_accuracy": round(evaluate(model, splits.x_test, splits.y_test), 6),
         "val_accuracy_search": best.value,
-        "val_accuracy_retrained": round(fitted.epochs[-1].val_accuracy, 6),
+        "val_accuracy_retrained": (round(fitted.epochs[-1].val_accuracy, 6)
+                                   if spec.final_train == "train" else None),
+        "train_on": spec.final_train,
+        "n_train": len(y_train),
         "epochs": epochs,
+        "train_time_s": round(fitted.train_time_s, 3),
         "n_test": int(splits.y_test.shape[0]),
         "config": dataclasses.asdict(cfg),
     }
+    if store is not None:
+        result["weights_artifact_id"] = artifacts.upload_study_weights(
+            store, study, model.state_dict())
     study.set_user_attr(TEST_RESULT_ATTR, result)
     return result

@@ -31,16 +31,14 @@ def build_mlp(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn.M
     return nn.Sequential(*layers)
 
 
-CNN_FC_UNITS = 128  # hidden units of the classifier head after the conv blocks
-
-
 def build_cnn(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn.Module:
-    """`depth` x (Conv3x3 -> BatchNorm -> ReLU [-> MaxPool2]) -> Flatten -> fc head.
+    """`depth` x (Conv3x3 [-> BatchNorm] -> ReLU [-> MaxPool2]) -> Flatten -> fc head.
 
-    Block i has `width * 2**i` channels. The 2x2 max-pool is skipped once it would shrink the
-    feature map below 2x2, so deep nets still fit small images (depth 3 on 8x8 digits). The
-    head keeps the spatial layout (flatten, not global pooling): with two or three conv
-    blocks, where a stroke sits is much of what tells digits and garments apart.
+    Block i has `width * 2**i` channels; the head has `fc_units` hidden units. The 2x2
+    max-pool is skipped once it would shrink the feature map below 2x2, so deep nets still
+    fit small images (depth 3 on 8x8 digits). The head keeps the spatial layout (flatten, not
+    global pooling): with two or three conv blocks, where a stroke sits is much of what tells
+    digits and garments apart. With `batch_norm` off, each conv gets its bias back.
 
     The modules run MaxPool before ReLU: max and ReLU commute (ReLU is monotone), so outputs
     and gradients are those of ReLU -> MaxPool, but ReLU touches a quarter of the values
@@ -50,19 +48,19 @@ def build_cnn(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn.M
     in_channels, h, w = input_shape
     for i in range(cfg.depth):
         out_channels = cfg.width * 2**i
-        layers += [
-            # no conv bias: BatchNorm's shift makes it redundant
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-        ]
+        # no conv bias under BatchNorm: its shift makes the bias redundant
+        layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1,
+                                bias=not cfg.batch_norm))
+        if cfg.batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
         if min(h, w) // 2 >= 2:
             layers.append(nn.MaxPool2d(2))
             h, w = h // 2, w // 2
         layers.append(nn.ReLU())
         in_channels = out_channels
     layers.append(nn.Flatten())  # in_channels x h x w features
-    layers += _dropout(cfg) + [nn.Linear(in_channels * h * w, CNN_FC_UNITS), nn.ReLU()]
-    layers += _dropout(cfg) + [nn.Linear(CNN_FC_UNITS, n_classes)]
+    layers += _dropout(cfg) + [nn.Linear(in_channels * h * w, cfg.fc_units), nn.ReLU()]
+    layers += _dropout(cfg) + [nn.Linear(cfg.fc_units, n_classes)]
     # NHWC weights make oneDNN's CPU convolutions run ~1.5x faster here (2-core CPU, width 16,
     # 28x28); the outputs are unchanged and inputs may stay NCHW
     return nn.Sequential(*layers).to(memory_format=torch.channels_last)

@@ -12,7 +12,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from autotune import artifacts, peak_memory, space
+from autotune import artifacts, peak_memory, samplers, space
 from autotune.data import Splits
 from autotune.errors import Diverged
 from autotune.models import build_model, count_parameters
@@ -63,9 +63,9 @@ class Objective:
             epochs.append(result)
             trial.report(result.val_accuracy, result.epoch)
             if trial.should_prune():
-                best_so_far = max(r.val_accuracy for r in epochs)
-                reason = (f"pruned by {self.spec.pruner} at epoch {result.epoch}: val accuracy "
-                          f"{result.val_accuracy:.4f} (best so far {best_so_far:.4f})")
+                reason = samplers.prune_reason(trial.study, self.spec.pruner,
+                                               self.spec.pruner_options,
+                                               [r.val_accuracy for r in epochs])
                 trial.set_user_attr("prune_reason", reason)
                 raise optuna.TrialPruned(reason)
 

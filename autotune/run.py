@@ -183,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         stopped_early = optimize(study, spec, objective, prefix)
     if args.worker_index is not None:  # the parent evaluates and summarises once
         return EXIT_FAILURE if stopped_early else EXIT_OK
-    test = evaluate_best(study, spec, splits, device)
+    test = evaluate_best(study, spec, splits, device,
+                         store=artifacts.open_store(artifact_dir))
     write_study_note(study)  # the best trial at a glance on the dashboard's study page
     print("\n".join(summary.summary_lines(study, storage.mask(url), test)))
     return EXIT_FAILURE if stopped_early else EXIT_OK

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
@@ -24,6 +25,11 @@ PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "none": optuna.pruners.NopPruner,
 }
+
+# Options every pruner takes in a study file: `patience = P` wraps it in Optuna's
+# PatientPruner, which lets it prune only a trial whose val accuracy has not risen by more
+# than `min_delta` in its last P epochs (with name = "none": early stopping on a plateau).
+PATIENCE_OPTIONS = ("patience", "min_delta")
 
 # Explicit TPE settings: Optuna 4.x and 5.x disagree on the defaults of these flags.
 # multivariate+group model the conditional space jointly; constant_liar keeps parallel
@@ -57,8 +63,56 @@ def build_sampler(name: str, options: Mapping[str, Any], seed: int | None
 
 def build_pruner(name: str, options: Mapping[str, Any], max_epochs: int
                  ) -> optuna.pruners.BasePruner:
-    """Build the named pruner; Hyperband's max_resource defaults to the study's max_epochs."""
+    """Build the named pruner; Hyperband's max_resource defaults to the study's max_epochs.
+
+    With a `patience` option the pruner is wrapped in PatientPruner (see PATIENCE_OPTIONS);
+    `min_delta` alone is refused, as it means nothing without patience.
+    """
     kwargs = dict(options)
+    patience = {k: kwargs.pop(k) for k in PATIENCE_OPTIONS if k in kwargs}
+    if patience and "patience" not in patience:
+        raise ValueError(f"min_delta needs patience, got {patience=}")
     if name == "hyperband":
         kwargs.setdefault("max_resource", max_epochs)
-    return PRUNERS[name](**kwargs)
+    pruner = PRUNERS[name](**kwargs)
+    if not patience:
+        return pruner
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.PatientPruner(None if name == "none" else pruner, **patience)
+
+
+def prune_reason(study: optuna.Study, name: str, options: Mapping[str, Any],
+                 values: Sequence[float]) -> str:
+    """Why the pruner `name` stopped a trial whose val accuracies per epoch are `values`.
+
+    Says what the trial was compared with, as the pruner compares it: the median and
+    percentile pruners compare the trial's best value so far with the percentile over
+    complete trials at this epoch; successive halving and Hyperband keep the top
+    1/reduction_factor of the trials at each rung; patience requires a plateau first.
+    """
+    epoch, value, best = len(values), values[-1], max(values)
+    label = name + (f" with patience {options['patience']}" if "patience" in options else "")
+    why = []
+    if "patience" in options:
+        window = int(options["patience"]) + 1
+        before = max(values[:-window], default=float("nan"))
+        why.append(f"no gain over {float(options.get('min_delta', 0.0)):g} in the last "
+                   f"{window} epochs ({before:.4f} before, {max(values[-window:]):.4f} since)")
+    if name in ("median", "percentile"):
+        percentile = 50.0 if name == "median" else float(options.get("percentile", 25.0))
+        complete = [t.intermediate_values[epoch]
+                    for t in study.get_trials(deepcopy=False,
+                                              states=(optuna.trial.TrialState.COMPLETE,))
+                    if epoch in t.intermediate_values]
+        what = "median" if name == "median" else f"{100 - percentile:g}th percentile"
+        if complete:
+            threshold = float(np.nanpercentile(complete, 100 - percentile))
+            why.append(f"best so far < {threshold:.4f}, the {what} of {len(complete)} "
+                       "complete trials at this epoch")
+    elif name in ("successive_halving", "hyperband"):
+        factor = options.get("reduction_factor", 3 if name == "hyperband" else 4)
+        why.append(f"not in the top 1/{factor} of the trials that reached this epoch (a "
+                   "rung)")
+    return (f"pruned by {label} at epoch {epoch}: val accuracy {value:.4f} (best so far "
+            f"{best:.4f})" + "".join(f"; {w}" for w in why))

@@ -18,8 +18,13 @@ ONLY_FOR_OPTIMIZERS: dict[str, tuple[str, ...]] = {
     "beta1": ("adam", "adamw", "nadam"),
     "beta2": ("adam", "adamw", "nadam"),
 }
+# Likewise for the LR schedule's own knobs.
+ONLY_FOR_SCHEDULES: dict[str, tuple[str, ...]] = {
+    "decay_rate": ("exponential",),
+    "warmup_fraction": ("onecycle",),
+}
 # Sampled before the rest because they decide which other params apply.
-FIRST = ("model", "optimizer")
+FIRST = ("model", "optimizer", "schedule")
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec, seed: int) -> TrainConfig:
@@ -35,7 +40,11 @@ def suggest(trial: optuna.Trial, spec: StudySpec, seed: int) -> TrainConfig:
 def applies(name: str, chosen: Mapping[str, Any]) -> bool:
     """Whether a hyperparameter has an effect given the values chosen so far."""
     optimizers = ONLY_FOR_OPTIMIZERS.get(name)
-    return optimizers is None or chosen.get("optimizer", TrainConfig.optimizer) in optimizers
+    schedules = ONLY_FOR_SCHEDULES.get(name)
+    return ((optimizers is None
+             or chosen.get("optimizer", TrainConfig.optimizer) in optimizers)
+            and (schedules is None
+                 or chosen.get("schedule", TrainConfig.schedule) in schedules))
 
 
 def suggest_one(trial: optuna.Trial, param: ParamSpec) -> Any:

@@ -11,19 +11,23 @@ from pathlib import Path
 from typing import Any
 
 from autotune import samplers
-from autotune.config import DATASETS, MODELS, OPTIMIZERS, TrainConfig, field_types
+from autotune.config import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, field_types
 from autotune.errors import SpecError
 
 # Shipped study files live beside the package; $AUTOTUNE_STUDIES_DIR adds another place.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "studies"
 
 TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
-            "budget", "sampler", "pruner", "fixed", "space"}
+            "final_train", "budget", "sampler", "pruner", "fixed", "space", "start_from"}
 BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
 PARAM_KEYS = {"low", "high", "log", "step", "choices"}
 # Fields a study sets in its own keys, not through [fixed] or [space].
 NOT_SEARCHABLE = {"seed", "max_epochs", "model"}
-ALLOWED_CHOICES = {"optimizer": OPTIMIZERS, "model": MODELS}
+ALLOWED_CHOICES = {"optimizer": OPTIMIZERS, "model": MODELS, "schedule": SCHEDULES}
+# What the final retrain of the best configuration trains on (autotune.final).
+FINAL_TRAIN = ("train", "train+val")
+# Flipping a digit left-right makes another symbol (or none): no label survives it.
+NO_HFLIP_DATASETS = ("digits", "mnist")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ class StudySpec:
     seed: int = 0  # sampler seed; trial k trains with torch seed `seed + k`
     val_fraction: float = 0.1  # share of the training data held out for validation; (0, 1)
     split_seed: int = 0  # seed of the train/validation split
+    # the final retrain of the best configuration, for its best epoch count, before the one
+    # test evaluation: "train" reproduces the validated model; "train+val" adds the
+    # validation images (more data, usually a little higher test accuracy)
+    final_train: str = "train"
     n_trials: int = 20  # study-wide total of finished (complete + pruned) trials
     timeout_s: float | None = None  # stop starting trials after this many seconds of a run
     max_epochs: int = 10  # epochs per trial unless pruned
@@ -58,6 +66,9 @@ class StudySpec:
     pruner_options: dict[str, Any] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields held constant
     space: tuple[ParamSpec, ...] = ()
+    # configurations tried first ([[start_from]] tables: a value per searched param, or some);
+    # queued once when the study is created, the sampler's own picks follow
+    start_from: tuple[dict[str, Any], ...] = ()
     path: str = ""  # where the spec was read from
     text: str = ""  # the study file's raw text, stored on the study
 
@@ -71,6 +82,8 @@ class StudySpec:
                      for k, v in dataclasses.asdict(p).items() if k != "name" and v is not None}
             for p in self.space
         }
+        if self.start_from:  # only when given, so studies stored before it still match
+            out["start_from"] = [dict(e) for e in self.start_from]
         return out
 
 
@@ -128,6 +141,7 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         seed=v.typed(raw, "seed", int, 0),
         val_fraction=v.number(raw, "val_fraction", 0.1, low=0.0, high=1.0, open_=True) or 0.1,
         split_seed=v.typed(raw, "split_seed", int, 0),
+        final_train=v.one_of(raw, "final_train", FINAL_TRAIN, "train"),
         n_trials=v.positive_int(budget, "n_trials", 20, "budget."),
         timeout_s=v.number(budget, "timeout_s", None, low=0.0, prefix="budget.", open_=True),
         max_epochs=v.positive_int(budget, "max_epochs", 10, "budget."),
@@ -138,9 +152,11 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
     pruner, pruner_options = v.algorithm(raw, "pruner", samplers.PRUNERS, "median")
     fixed = v.fixed(raw)
     space = v.space(raw, fixed)
+    v.no_hflip(spec.dataset, fixed, space)
+    start_from = v.start_from(raw, space)
     spec = dataclasses.replace(spec, sampler=sampler, sampler_options=sampler_options,
                                pruner=pruner, pruner_options=pruner_options, fixed=fixed,
-                               space=space)
+                               space=space, start_from=start_from)
     check_algorithms(spec)
     return spec
 
@@ -221,6 +237,8 @@ class _Validator:
         name = self.one_of(table, "name", tuple(registry), default, f"{key}.")
         table.pop("name", None)
         allowed = samplers.allowed_options(registry[name])
+        if key == "pruner":
+            allowed = sorted(allowed + list(samplers.PATIENCE_OPTIONS))
         for option, value in table.items():
             if option not in allowed:
                 hint = ", ".join(allowed) if allowed else "none"
@@ -259,6 +277,32 @@ class _Validator:
             self.keys(entry, PARAM_KEYS, key + ".")
             params.append(self.param(name, entry, types[name]))
         return tuple(params)
+
+    def start_from(self, raw: dict[str, Any], space: tuple[ParamSpec, ...]
+                   ) -> tuple[dict[str, Any], ...]:
+        """[[start_from]] tables: each names searched params with a value inside their range."""
+        entries = raw.get("start_from", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise self.fail("start_from", "must be tables ([[start_from]] with param = value "
+                            f"lines), got {entries!r}")
+        params = {p.name: p for p in space}
+        types = field_types()
+        for i, entry in enumerate(entries):
+            for name, value in entry.items():
+                key = f"start_from[{i}].{name}"
+                param = params.get(name)
+                if param is None:
+                    raise self.fail(key, "is not a searched param; allowed: "
+                                    f"{', '.join(sorted(params)) or 'none ([space] is empty)'}")
+                if param.choices is not None:
+                    if value not in param.choices or type(value) is not type(param.choices[0]):
+                        raise self.fail(key, f"must be one of {list(param.choices)}, "
+                                        f"got {value!r}")
+                elif not _is_type(value, types[name]) or not (
+                        param.low <= value <= param.high):  # type: ignore[operator]
+                    raise self.fail(key, f"must be {_type_name(types[name])} in "
+                                    f"[{param.low}, {param.high}], got {value!r}")
+        return tuple(dict(e) for e in entries)
 
     def param(self, name: str, entry: dict[str, Any], kind: type) -> ParamSpec:
         key = f"space.{name}"
@@ -305,6 +349,21 @@ class _Validator:
             self.check_value(key, name, value)
             out.append(value)
         return tuple(out)
+
+    def no_hflip(self, dataset: str, fixed: dict[str, Any], space: tuple[ParamSpec, ...]
+                 ) -> None:
+        """Refuse horizontal flips where they change the label (digits)."""
+        if dataset not in NO_HFLIP_DATASETS:
+            return
+        searched = next((p for p in space if p.name == "hflip"), None)
+        if fixed.get("hflip") is True:
+            key, value = "fixed.hflip", "true"
+        elif searched is not None and True in (searched.choices or ()):
+            key, value = "space.hflip.choices", "[true, ...]"
+        else:
+            return
+        raise self.fail(key, f"{value} is not allowed for dataset {dataset!r}: a flipped digit "
+                        "is another symbol; allowed: false (flips suit fashion-mnist)")
 
     def check_value(self, key: str, name: str, value: Any) -> None:
         """Let TrainConfig judge one value (e.g. momentum must stay below 1)."""

@@ -100,6 +100,8 @@ def create_study(storage: optuna.storages.BaseStorage, spec: StudySpec, *, data_
     study.set_user_attr(SPEC_TEXT_ATTR, spec.text)
     study.set_user_attr(PROVENANCE_ATTR, provenance(spec))
     study.set_user_attr(ARTIFACT_DIR_ATTR, artifact_dir)
+    for params in spec.start_from:  # known-good starting points, tried before sampling
+        study.enqueue_trial(params, skip_if_exists=True)
     return study
 
 

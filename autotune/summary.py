@@ -67,7 +67,8 @@ def summary_lines(study: optuna.Study, storage_url: str, test: dict[str, Any] | 
         lines.append("best trial: none yet (no trial has completed)")
     if test:
         lines.append(f"test accuracy of best configuration: {test['test_accuracy']:.4f} "
-                     f"(trial #{test['trial']} retrained {test['epochs']} epochs, "
-                     f"evaluated once on {test['n_test']} test examples)")
+                     f"(trial #{test['trial']} retrained {test['epochs']} epochs on "
+                     f"{test.get('train_on', 'train')}, evaluated once on {test['n_test']} "
+                     "test examples)")
     lines.append(f"storage: {storage_url}")
     return lines

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import ExponentialLR, LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LRScheduler, OneCycleLR
 
 from autotune.augment import augment
 from autotune.config import DEVICES, TrainConfig
@@ -35,7 +35,7 @@ class EpochResult:
     epoch: int  # 1-based
     train_loss: float  # mean of the epoch's batch losses
     val_accuracy: float  # in [0, 1]
-    lr: float  # learning rate used during this epoch
+    lr: float  # learning rate at the start of this epoch (per-batch schedules move it within)
     seconds: float  # training time of this epoch, evaluation excluded
 
 
@@ -123,9 +123,31 @@ def build_optimizer(params: Params, cfg: TrainConfig) -> Optimizer:
     return factory(params, cfg)
 
 
-def build_scheduler(optimizer: Optimizer, cfg: TrainConfig) -> LRScheduler:
-    """Multiply the learning rate by `cfg.decay_rate` at each `step()` (once per epoch)."""
+# Schedules stepped after every batch; the others step once per epoch.
+PER_BATCH_SCHEDULES = ("cosine", "onecycle")
+
+
+def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, steps_per_epoch: int = 1
+                    ) -> LRScheduler:
+    """The LR schedule `cfg.schedule` names, to be stepped as `schedule_steps_per_epoch` says.
+
+    exponential: x `decay_rate` per epoch. cosine: from lr down to 0 over the run's
+    `max_epochs * steps_per_epoch` batches. onecycle: from lr/25 up to lr over the first
+    `warmup_fraction` of those batches, then cosine down to lr/25e4; momentum and betas are
+    the config's own (not cycled), so they stay searchable hyperparameters.
+    """
+    total_steps = cfg.max_epochs * steps_per_epoch
+    if cfg.schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=total_steps)
+    if cfg.schedule == "onecycle":
+        return OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
+                          pct_start=cfg.warmup_fraction, cycle_momentum=False)
     return ExponentialLR(optimizer, gamma=cfg.decay_rate)
+
+
+def schedule_steps_per_epoch(n_train: int, cfg: TrainConfig) -> int:
+    """How often the schedule steps in one epoch: after each batch, or once at its end."""
+    return n_batches_per_epoch(n_train, cfg) if cfg.schedule in PER_BATCH_SCHEDULES else 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -241,6 +263,7 @@ def fit(
     *,
     start: TrainState | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
+    n_epochs: int | None = None,
 ) -> FitResult:
     """Train `model` for `cfg.max_epochs` epochs on tensors already on one device.
 
@@ -253,7 +276,8 @@ def fit(
     infinite. `on_epoch` runs after each epoch's evaluation; whatever it raises stops training
     and propagates unchanged. `on_checkpoint`, if given, receives the state after each epoch
     (before `on_epoch`; tensors on the CPU), and `start` continues from such a state: epochs
-    it holds are not trained again.
+    it holds are not trained again. `n_epochs` stops after that many of the `cfg.max_epochs`
+    epochs, whose length the LR schedule keeps: the model a trial had after `n_epochs`.
     """
     if len(x_train) == 0 or len(x_train) != len(y_train):
         raise ValueError(
@@ -265,7 +289,8 @@ def fit(
     torch.manual_seed(cfg.seed)
     model.to(device)
     optimizer = build_optimizer(model.parameters(), cfg)
-    scheduler = build_scheduler(optimizer, cfg)
+    per_batch = cfg.schedule in PER_BATCH_SCHEDULES
+    scheduler = build_scheduler(optimizer, cfg, schedule_steps_per_epoch(len(x_train), cfg))
     forward = compile_model(model, cfg)
     shuffle = torch.Generator(device=device)
     shuffle.manual_seed(cfg.seed)
@@ -276,7 +301,8 @@ def fit(
     n_batches = n_batches_per_epoch(len(x_train), cfg)
     epochs = restore(start, model, optimizer, scheduler, shuffle) if start else []
 
-    for epoch in range(len(epochs) + 1, cfg.max_epochs + 1):
+    last_epoch = cfg.max_epochs if n_epochs is None else min(n_epochs, cfg.max_epochs)
+    for epoch in range(len(epochs) + 1, last_epoch + 1):
         lr = optimizer.param_groups[0]["lr"]
         # the queue is empty here (evaluate ended with .item()), and the .item() below waits
         # for this epoch's kernels, so wall time is training time on GPU too
@@ -285,10 +311,15 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         for inputs, labels in batches(x_train, y_train, cfg, shuffle, fill, channels_last):
             with autocast(device, cfg):
-                loss = F.cross_entropy(forward(inputs), labels)
+                loss = F.cross_entropy(forward(inputs), labels,
+                                       label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
             optimizer.step()
+            if per_batch:
+                scheduler.step()
             loss_sum += loss.detach()
         train_loss = (loss_sum / n_batches).item()
         seconds = time.perf_counter() - start_s
@@ -297,7 +328,8 @@ def fit(
                 f"loss became {train_loss} in epoch {epoch} "
                 f"(lr={cfg.lr:g}, optimizer={cfg.optimizer})"
             )
-        scheduler.step()
+        if not per_batch:
+            scheduler.step()
 
         with autocast(device, cfg):
             val_accuracy = evaluate(forward, x_val, y_val)

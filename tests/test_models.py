@@ -101,3 +101,19 @@ def test_build_model_rejects_an_unknown_model_and_lists_the_available_ones() -> 
     object.__setattr__(cfg, "model", "resnet")
     with pytest.raises(ValueError, match="unknown model 'resnet'; available: cnn, mlp"):
         build_model(cfg, DIGITS, 3)
+
+
+def test_cnn_without_batch_norm_has_no_batchnorm_and_conv_biases_instead() -> None:
+    plain = build_model(TrainConfig(model="cnn", width=8, depth=2, batch_norm=False), MNIST, 10)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert all(m.bias is not None for m in plain.modules() if isinstance(m, nn.Conv2d))
+    assert plain(torch.randn(3, *MNIST)).shape == (3, 10)
+    normed = build_model(TrainConfig(model="cnn", width=8, depth=2), MNIST, 10)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in normed.modules()) == 2
+    assert all(m.bias is None for m in normed.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_cnn_head_has_fc_units_hidden_units() -> None:
+    net = build_model(TrainConfig(model="cnn", width=8, depth=2, fc_units=40), MNIST, 10)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(16 * 7 * 7, 40), (40, 10)]

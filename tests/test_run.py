@@ -282,3 +282,23 @@ def test_a_study_whose_every_trial_diverges_stops_with_exit_1(sqlite_url, tmp_pa
     trials = load(sqlite_url, "doomed").trials
     # (a trial whose ReLUs all die keeps a finite loss and completes, resetting the count)
     assert [t.state.name for t in trials[-10:]] == ["FAIL"] * 10
+
+
+def test_start_from_configurations_are_the_first_trials_and_are_queued_once(
+        tmp_path: Path) -> None:
+    start = ('\n[[start_from]]\nlr = 0.003\noptimizer = "adam"\nbatch_size = 32\n'
+             '\n[[start_from]]\nlr = 0.05\noptimizer = "sgd"\nmomentum = 0.9\n')
+    spec = write_study(tmp_path, FAST_STUDY.replace("n_trials = 6", "n_trials = 3") + start,
+                       name="warm")
+    url = f"sqlite:///{tmp_path / 'warm.db'}"
+    assert run_cli("--study", str(spec), "--storage", url).returncode == 0
+    trials = load(url, "warm").trials
+    assert trials[0].params == {"lr": 0.003, "optimizer": "adam", "batch_size": 32,
+                                "decay_rate": trials[0].params["decay_rate"]}
+    assert {k: trials[1].params[k] for k in ("lr", "optimizer", "momentum")} == {
+        "lr": 0.05, "optimizer": "sgd", "momentum": 0.9}
+    # a second run resumes: nothing is queued again
+    assert run_cli("--study", str(spec), "--storage", url, "--n-trials", "4").returncode == 0
+    trials = load(url, "warm").trials
+    assert len(trials) == 4
+    assert trials[3].params["lr"] not in (0.003, 0.05)

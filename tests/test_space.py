@@ -81,3 +81,19 @@ def test_to_config_rebuilds_a_stored_trial_with_fixed_values_and_epochs():
 def test_applies_is_false_for_optimizers_that_ignore_the_param(name):
     assert not space.applies(name, {"optimizer": "adadelta"})
     assert space.applies("lr", {"optimizer": "adadelta"})
+
+
+def test_suggest_samples_decay_rate_and_warmup_only_for_the_schedules_that_use_them():
+    spec = parse_spec({
+        "dataset": "digits",
+        "space": {
+            "schedule": {"choices": ["exponential", "cosine", "onecycle"]},
+            "decay_rate": {"low": 0.7, "high": 1.0},
+            "warmup_fraction": {"low": 0.1, "high": 0.3},
+        },
+    }, path="test.toml")
+    configs = sample_many(spec)
+    for trial, cfg in configs:
+        assert ("decay_rate" in trial.params) == (cfg.schedule == "exponential")
+        assert ("warmup_fraction" in trial.params) == (cfg.schedule == "onecycle")
+    assert {cfg.schedule for _, cfg in configs} == {"exponential", "cosine", "onecycle"}

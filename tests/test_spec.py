@@ -35,8 +35,12 @@ def test_every_shipped_study_file_validates():
     for name in names:
         spec = load_spec(name)
         assert spec.name == name
-        assert {p.name for p in spec.space} >= {"lr", "momentum", "decay_rate", "batch_size",
-                                                  "optimizer"}
+        searched = {p.name: p for p in spec.space}
+        assert set(searched) >= {"lr", "momentum", "batch_size", "optimizer"}
+        # decay_rate is the exponential schedule's: searched wherever that schedule may run
+        schedules = searched["schedule"].choices if "schedule" in searched else (
+            spec.fixed.get("schedule", "exponential"),)
+        assert ("decay_rate" in searched) == ("exponential" in schedules)
 
 
 def test_load_spec_accepts_a_path_and_defaults_the_name_to_the_file_stem(tmp_path):
@@ -221,3 +225,85 @@ def test_definition_excludes_budget_but_includes_search(tmp_path):
     more = load_spec(str(tmp_path / "s.toml"))
     assert base.definition() == more.definition()
     assert base.definition()["space"] == {"lr": {"low": 0.01, "high": 1.0, "log": False}}
+
+
+# --- horizontal flips, the final retrain, pruner patience --------------------------------
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist"])
+@pytest.mark.parametrize(("entry", "key", "shown"), [
+    ("[fixed]\nhflip = true", "fixed.hflip", "true"),
+    ("[space]\nhflip = { choices = [false, true] }", "space.hflip.choices", "[true, ...]"),
+])
+def test_load_spec_refuses_horizontal_flips_of_digits(tmp_path, dataset, entry, key, shown):
+    message = rejection(tmp_path, f'dataset = "{dataset}"\n{entry}\n')
+    assert f"{key}: {shown} is not allowed for dataset '{dataset}'" in message
+    assert "allowed: false" in message
+
+
+def test_load_spec_allows_horizontal_flips_of_garments_and_unflipped_digits(tmp_path):
+    spec = load_text(tmp_path, 'dataset = "fashion-mnist"\n[fixed]\nhflip = true\n')
+    assert spec.fixed["hflip"] is True
+    assert load_text(tmp_path, MINIMAL + "[fixed]\nhflip = false\n").fixed["hflip"] is False
+
+
+def test_load_spec_reads_final_train_defaulting_to_the_train_split(tmp_path):
+    assert load_text(tmp_path, MINIMAL).final_train == "train"
+    spec = load_text(tmp_path, MINIMAL + 'final_train = "train+val"\n')
+    assert spec.final_train == "train+val"
+    assert "final_train" not in spec.definition()  # the search does not depend on it
+    message = rejection(tmp_path, MINIMAL + 'final_train = "all"\n')
+    assert "final_train: unknown value 'all'; allowed: train, train+val" in message
+
+
+def test_load_spec_accepts_patience_on_any_pruner(tmp_path):
+    spec = load_text(tmp_path, MINIMAL + '[pruner]\nname = "median"\nn_warmup_steps = 1\n'
+                                         "patience = 2\nmin_delta = 0.001\n")
+    assert spec.pruner_options == {"n_warmup_steps": 1, "patience": 2, "min_delta": 0.001}
+    spec = load_text(tmp_path, MINIMAL + '[pruner]\nname = "none"\npatience = 3\n')
+    assert spec.pruner_options == {"patience": 3}
+
+
+def test_load_spec_rejects_min_delta_without_patience(tmp_path):
+    message = rejection(tmp_path, MINIMAL + '[pruner]\nname = "median"\nmin_delta = 0.01\n')
+    assert "pruner 'median' rejects its options: min_delta needs patience" in message
+
+
+def test_load_spec_lists_patience_among_the_pruner_options(tmp_path):
+    message = rejection(tmp_path, MINIMAL + '[pruner]\nname = "hyperband"\npatient = 2\n')
+    assert "pruner.patient: unknown option for pruner 'hyperband'" in message
+    assert "min_resource" in message and "patience" in message
+
+
+def test_the_fashion_mnist_study_fits_its_hour_and_searches_on_validation_only():
+    spec = load_spec("fashion-mnist")
+    assert spec.final_train == "train+val" and 0 < spec.val_fraction < 1
+    assert spec.timeout_s is not None and spec.timeout_s <= 1800
+    assert spec.fixed["hflip"] is True and spec.pruner == "median"
+    assert {p.name for p in spec.space} >= {"schedule", "label_smoothing", "crop_padding",
+                                            "dropout", "width"}
+
+
+def test_start_from_entries_are_kept_and_become_part_of_the_definition(tmp_path: Path) -> None:
+    spec = load_text(tmp_path, START_FROM_STUDY + 'lr = 0.01\noptimizer = "sgd"\n')
+    assert spec.start_from == ({"lr": 0.01, "optimizer": "sgd"},)
+    assert spec.definition()["start_from"] == [{"lr": 0.01, "optimizer": "sgd"}]
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("width = 8", "start_from[0].width: is not a searched param; allowed: lr, optimizer"),
+    ("lr = 2.0", "start_from[0].lr: must be a number in [0.0001, 0.1], got 2.0"),
+    ('optimizer = "lbfgs"', "start_from[0].optimizer: must be one of ['sgd', 'adam'], "
+                            "got 'lbfgs'"),
+])
+def test_start_from_rejects_unknown_params_and_values_outside_the_space(
+        tmp_path: Path, entry: str, message: str) -> None:
+    assert rejection(tmp_path, START_FROM_STUDY + entry + "\n") == (
+        f"{tmp_path / 's.toml'}: {message}")
+
+
+START_FROM_STUDY = MINIMAL + """[space]
+lr = { low = 1e-4, high = 0.1, log = true }
+optimizer = { choices = ["sgd", "adam"] }
+[[start_from]]
+"""

@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from autotune.config import OPTIMIZERS, TrainConfig
 from autotune.errors import Diverged, UsageError
@@ -459,3 +461,138 @@ def test_to_host_leaves_cpu_states_as_they_are() -> None:
 def test_keep_freed_memory_takes_on_glibc_and_runs_once() -> None:
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True  # cached: mallopt is called once per process
+
+
+# --- LR schedules, label smoothing, gradient clipping ---------------------------------------
+
+
+class StepRecorder:
+    """Records, at every optimizer step in its block, the LR used and the gradients' norm."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.grad_norms: list[float] = []
+
+    def __enter__(self) -> StepRecorder:
+        def hook(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+            self.lrs.append(optimizer.param_groups[0]["lr"])
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"]
+                     if p.grad is not None]
+            self.grad_norms.append(torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+        self.handle = register_optimizer_step_pre_hook(hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+
+def test_build_scheduler_cosine_anneals_from_lr_to_zero_over_every_step() -> None:
+    cfg = TrainConfig(lr=0.1, schedule="cosine", max_epochs=3)
+    optimizer = build_optimizer(a_model().parameters(), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=4)
+    lrs = []
+    for _ in range(12):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[6] == pytest.approx(0.05)  # half-way
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fit_with_cosine_steps_per_batch_and_ends_near_zero() -> None:
+    cfg = TrainConfig(lr=0.1, schedule="cosine", width=8, batch_size=64, max_epochs=3)
+    with StepRecorder() as steps:
+        result = fit_textures(cfg)
+    assert len(steps.lrs) == 3 * 5  # 300 examples: 5 batches per epoch
+    assert steps.lrs[0] == pytest.approx(0.1) and steps.lrs[-1] < 0.002
+    assert len(set(steps.lrs[:5])) == 5  # a new LR for every batch of the first epoch
+    assert [e.lr for e in result.epochs] == [steps.lrs[0], steps.lrs[5], steps.lrs[10]]
+
+
+def test_fit_with_onecycle_warms_up_to_lr_then_anneals_per_batch() -> None:
+    cfg = TrainConfig(lr=0.2, schedule="onecycle", warmup_fraction=0.25, optimizer="sgd",
+                      momentum=0.9, width=8, batch_size=64, max_epochs=4)
+    with StepRecorder() as steps:
+        fit_textures(cfg)
+    lrs = steps.lrs
+    assert len(lrs) == 20  # 4 epochs x 5 batches: one step per batch
+    peak = lrs.index(max(lrs))
+    assert peak == 4 and lrs[peak] == pytest.approx(0.2)  # after 25% of the 20 steps
+    assert lrs[0] == pytest.approx(0.2 / 25)
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1 : peak + 1], strict=True))
+    assert all(a > b for a, b in zip(lrs[peak:], lrs[peak + 1 :], strict=False))
+    assert lrs[-1] < 0.2 / 1000
+
+
+def test_fit_with_onecycle_spans_only_the_batches_max_batches_per_epoch_allows() -> None:
+    cfg = TrainConfig(lr=0.1, schedule="onecycle", width=8, batch_size=64, max_epochs=3,
+                      max_batches_per_epoch=2)
+    with StepRecorder() as steps:
+        fit_textures(cfg)  # OneCycleLR raises if stepped past its total_steps
+    assert len(steps.lrs) == 6 and steps.lrs[-1] < 0.1 / 1000
+
+
+def test_fit_with_onecycle_resumed_mid_run_matches_an_uninterrupted_fit() -> None:
+    from autotune.train import TrainState
+
+    cfg = TrainConfig(lr=0.05, schedule="onecycle", warmup_fraction=0.2, optimizer="adamw",
+                      width=8, dropout=0.2, crop_padding=1, max_epochs=4, seed=5)
+    full = fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
+    states: list[TrainState] = []
+
+    class Killed(Exception):
+        pass
+
+    def die_after_two(result: EpochResult) -> None:
+        if result.epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg, die_after_two,
+            on_checkpoint=lambda s: states.append(copy_state(s)))
+    assert states[-1].epoch == 2 and states[-1].scheduler["last_epoch"] == 2 * 5
+    resumed = fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
+                  start=states[-1])
+    assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in full.epochs]
+    assert [e.val_accuracy for e in resumed.epochs] == [e.val_accuracy for e in full.epochs]
+    assert [e.lr for e in resumed.epochs] == [e.lr for e in full.epochs]
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "cosine", "onecycle"])
+def test_fit_n_epochs_stops_early_on_the_full_runs_schedule(schedule: str) -> None:
+    cfg = TrainConfig(lr=0.05, schedule=schedule, decay_rate=0.8, width=8, max_epochs=4)
+    full = fit_textures(cfg)
+    model = build_model(cfg, (1, 8, 8), N_CLASSES)
+    first = fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg, n_epochs=2)
+    assert [(e.train_loss, e.val_accuracy, e.lr) for e in first.epochs] == [
+        (e.train_loss, e.val_accuracy, e.lr) for e in full.epochs[:2]]
+
+
+def test_label_smoothing_changes_the_loss_to_the_smoothed_cross_entropy() -> None:
+    # one batch of everything, a learning rate too small to move the weights: the epoch's
+    # loss is the initial model's loss on the training set
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        cfg = TrainConfig(width=8, batch_size=300, max_epochs=1, lr=1e-12,
+                          label_smoothing=smoothing)
+        losses[smoothing] = fit_textures(cfg).epochs[0].train_loss
+        with torch.no_grad():
+            logits = build_model(cfg, (1, 8, 8), N_CLASSES)(X_TRAIN)
+        expected = F.cross_entropy(logits, Y_TRAIN, label_smoothing=smoothing).item()
+        assert losses[smoothing] == pytest.approx(expected, rel=1e-5)
+    assert losses[0.2] != pytest.approx(losses[0.0], rel=1e-3)
+
+
+def test_grad_clip_bounds_the_gradient_norm_of_every_step() -> None:
+    cfg = TrainConfig(model="cnn", width=8, depth=1, lr=0.01, max_epochs=1)
+    with StepRecorder() as free:
+        fit_textures(cfg)
+    clip = min(free.grad_norms) / 2  # below every unclipped norm: each step must be clipped
+    with StepRecorder() as clipped:
+        fit_textures(dataclasses.replace(cfg, grad_clip=clip))
+    assert max(clipped.grad_norms) == pytest.approx(clip, rel=1e-4)
+    assert len(clipped.grad_norms) == len(free.grad_norms)
