@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import tomli_w
 from autotune import storage, stored
 from autotune.errors import SpecError, UsageError
 from autotune.spec import parse_spec
-from autotune.study import DEFINITION_ATTR, METRIC_NAME
+from autotune.study import DEFINITION_ATTR, METRIC_NAME, SPEC_TEXT_ATTR
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FORMATS = (".toml", ".json")
@@ -99,6 +100,8 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
                          "trials before exporting") from None
     return {
         "name": study.study_name + NAME_SUFFIX,
+        # how the study's final step retrains; not part of the definition, so read from the file
+        **final_train(study),
         "description": f"best configuration of study '{study.study_name}': trial "
                        f"#{best.number}, {METRIC_NAME} {best.value:.4f}",
         "dataset": definition["dataset"],
@@ -113,6 +116,15 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
         "pruner": {"name": "none"},
         "fixed": {**definition.get("fixed", {}), **best.params},
     }
+
+
+def final_train(study: optuna.Study) -> dict[str, Any]:
+    """{"final_train": ...} as the study's own file set it, else {} (the default applies)."""
+    try:
+        raw = tomllib.loads(study.user_attrs.get(SPEC_TEXT_ATTR) or "")
+    except tomllib.TOMLDecodeError:
+        return {}
+    return {"final_train": raw["final_train"]} if "final_train" in raw else {}
 
 
 def header(study: optuna.Study, out: Path) -> str:

@@ -32,8 +32,10 @@ def study_note(study: optuna.Study) -> str:
                   "of training)", ""]
         test = study.user_attrs.get(TEST_RESULT_ATTR)
         if test and test.get("trial") == best.number:
+            on = (f" on {test['train_on']} ({test['n_train']} examples)"
+                  if "train_on" in test else "")
             lines += [f"**Test accuracy: {test['test_accuracy']:.4f}** (configuration retrained "
-                      f"{test['epochs']} epochs, evaluated once on {test['n_test']} test "
+                      f"{test['epochs']} epochs{on}, evaluated once on {test['n_test']} test "
                       "examples)", ""]
         else:
             lines += ["Test accuracy: not evaluated yet for this trial.", ""]

@@ -16,7 +16,7 @@ from autotune.data import load_splits
 from autotune.models import build_model
 from autotune.objective import trial_seed
 from autotune.spec import StudySpec, load_spec, parse_spec
-from autotune.study import TEST_RESULT_ATTR
+from autotune.study import SPEC_TEXT_ATTR, TEST_RESULT_ATTR
 from autotune.train import fit
 from tests.small_study import SmallStudy, run_module, small_study
 
@@ -140,3 +140,14 @@ def test_export_refuses_a_study_without_a_complete_trial(tmp_path: Path,
     assert export.main(["--study", "empty", "--storage", url,
                         "--out", str(tmp_path / "b.toml")]) == 2
     assert "has no complete trial yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('dataset = "digits"\nfinal_train = "train+val"\n', {"final_train": "train+val"}),
+    ('dataset = "digits"\n', {}),
+])
+def test_export_keeps_the_final_train_setting_of_the_study_file(
+        text: str, expected: dict[str, str]) -> None:
+    study = optuna.create_study()
+    study.set_user_attr(SPEC_TEXT_ATTR, text)
+    assert export.final_train(study) == expected
