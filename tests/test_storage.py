@@ -57,3 +57,10 @@ def test_open_storage_opens_a_journal_file(tmp_path):
     store = storage.open_storage(f"journal:///{tmp_path}/j.log")
     optuna.create_study(storage=store, study_name="j")
     assert (tmp_path / "j.log").stat().st_size > 0
+
+
+def test_sqlite_connections_commit_in_wal_mode_without_an_fsync_per_write(tmp_path) -> None:
+    store = storage.open_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
