@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STUDY ?= mnist
 ARGS ?=
 
-.PHONY: bootstrap run test lint bench
+.PHONY: bootstrap run test lint bench bench-workers
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -17,3 +17,10 @@ test: bootstrap
 lint: bootstrap
 	$(PY) -m ruff check autotune tests scripts
 	$(PY) -m mypy autotune
+
+bench: bootstrap  ## CPU benchmarks against Optuna's PyTorch example (~20 min; idle machine)
+	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_study.py
+
+bench-workers: bootstrap  ## 1/2/4/8 workers on SQLite and PostgreSQL (~10 min)
+	$(PY) scripts/bench_workers.py
