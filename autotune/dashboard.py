@@ -16,7 +16,7 @@ import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from autotune import storage, stored
+from autotune import cli, storage, stored
 from autotune.errors import UsageError
 from autotune.study import ARTIFACT_DIR_ATTR
 
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to listen on (default: %(default)s, this machine only); "
                              "the dashboard has no authentication, so another address (e.g. "
                              "0.0.0.0) lets anyone who can reach it read and edit the studies")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=cli.port, default=DEFAULT_PORT,
                         help="TCP port to listen on (default: %(default)s)")
     parser.add_argument("--artifacts", metavar="DIR",
                         help="artifact store to show trial artifacts from (default: the "
@@ -102,21 +102,21 @@ def main(argv: list[str] | None = None) -> int:
             folders = artifact_dirs(s.user_attrs.get(ARTIFACT_DIR_ATTR) for s in summaries)
         check_bindable(args.host, args.port)
     except UsageError as exc:
-        return _fail(f"error: {exc}", EXIT_USAGE)
+        return cli.fail(f"error: {exc}", EXIT_USAGE)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        return _fail(f"error: storage unreachable or failing: {stored.first_line(exc)}",
+        return cli.fail(f"error: storage unreachable or failing: {stored.first_line(exc)}",
                      EXIT_FAILURE)
     if not _is_loopback(args.host):
-        _log(f"warning: listening on {args.host}: optuna-dashboard has no authentication; "
+        cli.log(f"warning: listening on {args.host}: optuna-dashboard has no authentication; "
              "anyone who can reach this port can read, edit and delete the studies")
-    _log(f"storage: {storage.mask(url)} ({len(summaries)} studies)")
+    cli.log(f"storage: {storage.mask(url)} ({len(summaries)} studies)")
     if folders:
-        _log(f"artifacts: {', '.join(map(str, folders))}")
+        cli.log(f"artifacts: {', '.join(map(str, folders))}")
         if len(folders) > 1:
-            _log("note: the studies use different artifact folders; all are served, and files "
+            cli.log("note: the studies use different artifact folders; all are served, and files "
                  f"uploaded from the dashboard go to {folders[0]}")
     else:
-        _log("artifacts: none (no study names an existing artifact folder; pass --artifacts "
+        cli.log("artifacts: none (no study names an existing artifact folder; pass --artifacts "
              "DIR to show trial artifacts)")
     print(f"optuna-dashboard: open {_url(args.host, args.port)}", flush=True)
     from optuna_dashboard import run_server  # imports bottle; after argument checks
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         run_server(store, host=args.host, port=args.port,
                    artifact_store=ArtifactDirs(folders) if folders else None)
     except OSError as exc:  # the port was taken since check_bindable
-        return _fail(f"error: {bind_error(args.host, args.port, exc)}", EXIT_USAGE)
+        return cli.fail(f"error: {bind_error(args.host, args.port, exc)}", EXIT_USAGE)
     except KeyboardInterrupt:
         pass
     return EXIT_OK
@@ -162,7 +162,7 @@ def artifact_dirs(stored_dirs: Iterable[object]) -> list[Path]:
         if folder in folders:
             continue
         if not folder.is_dir():
-            _log(f"warning: artifact folder {folder} (stored on a study) is not on this "
+            cli.log(f"warning: artifact folder {folder} (stored on a study) is not on this "
                  "machine; its trials' artifacts will not show")
             continue
         folders.append(folder)
@@ -184,26 +184,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer in [1, 65535], got {text!r}"
-                                         ) from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be an integer in [1, 65535], got {text}")
-    return value
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _fail(message: str, code: int) -> int:
-    _log(message)
-    return code
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from autotune import storage, stored, summary
+from autotune import cli, storage, stored, summary
 from autotune.errors import UsageError
 from autotune.study import DEFINITION_ATTR, METRIC_NAME, TEST_RESULT_ATTR
 
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"html: {HTML_NAME} + PNG images; json: {JSON_NAME} with the best "
                              "params, counts, test result and every trial (default: "
                              "%(default)s)")
-    parser.add_argument("--top", type=_positive_int, default=DEFAULT_TOP, metavar="N",
+    parser.add_argument("--top", type=cli.positive_int, default=DEFAULT_TOP, metavar="N",
                         help="trials in the top-trials table (default: %(default)s)")
     return parser
 
@@ -97,17 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "json":
             path = out / JSON_NAME
             path.write_text(json.dumps(report_data(study, rows, url), indent=1) + "\n")
-            _log(f"wrote {path}")
+            cli.log(f"wrote {path}")
         else:
             written = write_html_report(study, rows, top, url, out)
-            _log(f"wrote {', '.join(str(p) for p in written)}")
+            cli.log(f"wrote {', '.join(str(p) for p in written)}")
     except UsageError as exc:
-        return _fail(f"error: {exc}", EXIT_USAGE)
+        return cli.fail(f"error: {exc}", EXIT_USAGE)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        return _fail(f"error: storage unreachable or failing: {stored.first_line(exc)}",
+        return cli.fail(f"error: storage unreachable or failing: {stored.first_line(exc)}",
                      EXIT_FAILURE)
     except OSError as exc:
-        return _fail(f"error: cannot write into '{args.out}': {exc.strerror or exc}",
+        return cli.fail(f"error: cannot write into '{args.out}': {exc.strerror or exc}",
                      EXIT_FAILURE)
     return EXIT_OK
 
@@ -271,7 +271,7 @@ def write_html_report(study: optuna.Study, rows: list[dict[str, Any]],
                 # a study too small or too uniform for this plot: say so, draw the rest
                 reason = f"could not be drawn: {stored.first_line(exc)}"
         if reason is not None:
-            _log(f"note: {plot.name} skipped: {reason}")
+            cli.log(f"note: {plot.name} skipped: {reason}")
             (out / f"{plot.name}.png").unlink(missing_ok=True)  # no stale image of a rerun
             figure_html = f'<p class="skipped">Skipped: {html.escape(reason)}.</p>'
         sections.append(f'<section id="{plot.name}"><h2>{html.escape(plot.title)}</h2>'
@@ -340,25 +340,6 @@ def _score(row: dict[str, Any]) -> str:
 
 def _num(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "-"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _fail(message: str, code: int) -> int:
-    _log(message)
-    return code
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from types import FrameType
 import optuna
 import sqlalchemy.exc
 
-from autotune import budget, samplers, storage, summary, workers
+from autotune import budget, cli, samplers, storage, summary, workers
 from autotune.config import DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
@@ -61,13 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{storage.DEFAULT_URL} in the working directory); e.g. "
                              "postgresql://user@host/db, mysql://root@host/db, "
                              "journal:///path/file.log")
-    parser.add_argument("--n-trials", type=_positive_int, metavar="N",
+    parser.add_argument("--n-trials", type=cli.positive_int, metavar="N",
                         help="study-wide total of finished (complete + pruned) trials to reach, "
                              "counting earlier runs (default: the study file's budget.n_trials)")
-    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+    parser.add_argument("--timeout", type=cli.positive_float, metavar="SECONDS",
                         help="start no new trial after this many seconds of this run "
                              "(default: budget.timeout_s; none)")
-    parser.add_argument("--max-epochs", type=_positive_int, metavar="N",
+    parser.add_argument("--max-epochs", type=cli.positive_int, metavar="N",
                         help="epochs per trial unless pruned (default: budget.max_epochs)")
     parser.add_argument("--seed", type=int, help="sampler and training seed (default: the "
                                                  "study file's seed)")
@@ -86,13 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "must be reachable by every worker (default: the one stored on "
                              "the study, else $AUTOTUNE_ARTIFACTS, else beside a SQLite or "
                              "journal file, else ./autotune-artifacts)")
-    parser.add_argument("--workers", type=_positive_int, default=1, metavar="K",
+    parser.add_argument("--workers", type=cli.positive_int, default=1, metavar="K",
                         help="worker processes on this machine sharing the study; CPU threads "
                              "are divided among them and GPUs shared round-robin; other "
                              "machines join by running the same command with the same "
                              "--storage (default: %(default)s)")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=_positive_int, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=cli.positive_int, help=argparse.SUPPRESS)
     parser.add_argument("--allow-changes", action="store_true",
                         help="resume even if the study definition or data source differ from "
                              "what the study was created with")
@@ -329,26 +329,6 @@ def _log(message: str, bar: object | None = None) -> None:
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
 
 
 if __name__ == "__main__":

@@ -209,7 +209,9 @@ def autocast(device: torch.device, cfg: TrainConfig) -> contextlib.AbstractConte
     On CUDA (Ampere or later) bf16 halves memory traffic and uses tensor cores; on CPUs
     without AVX512-BF16 or AMX it is emulated and slower (measured: README, Performance).
     """
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    if cfg.precision != "bf16":  # fp32: nothing to switch, so nothing to pay on each step
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def compile_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
