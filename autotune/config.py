@@ -14,6 +14,11 @@ PRECISIONS = ("fp32", "bf16")  # bf16 = torch.autocast(bfloat16) around forward 
 # exponential: x decay_rate per epoch; cosine: cosine annealing to 0 over the whole run, per
 # batch; onecycle: torch's OneCycleLR, per batch (warm-up to lr, then cosine down to ~0)
 SCHEDULES = ("exponential", "cosine", "onecycle")
+# A running trial saves its training state at most this often, at an epoch's end (a retried
+# trial resumes from there): a crash costs at most this much training, and short epochs are
+# not slowed by a save each. `autotune.run --checkpoint-every` / $AUTOTUNE_CHECKPOINT_EVERY_S.
+CHECKPOINT_EVERY_S = 30.0
+CHECKPOINT_ENV = "AUTOTUNE_CHECKPOINT_EVERY_S"
 
 
 @dataclass(frozen=True)

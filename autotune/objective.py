@@ -12,7 +12,8 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from autotune import artifacts, peak_memory, samplers, space
+from autotune import artifacts, batched, peak_memory, samplers, space
+from autotune.config import CHECKPOINT_EVERY_S
 from autotune.data import Splits
 from autotune.errors import Diverged
 from autotune.models import build_model, count_parameters
@@ -23,16 +24,19 @@ from autotune.train import EpochResult, TrainState, fit
 class Objective:
     """Trains one model per trial on the train split and returns its best val accuracy.
 
-    Each epoch is checkpointed to the artifact store; a trial retried after its worker died
-    continues from the dead trial's last checkpoint instead of epoch 0.
+    Training is checkpointed to the artifact store every `checkpoint_every_s` seconds (at an
+    epoch's end); a trial retried after its worker died continues from the dead trial's last
+    checkpoint instead of epoch 0.
     """
 
     def __init__(self, spec: StudySpec, splits: Splits, device: torch.device,
-                 store: FileSystemArtifactStore) -> None:
+                 store: FileSystemArtifactStore,
+                 checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
         self.spec = spec
         self.splits = splits
         self.device = device
         self.store = store
+        self.checkpoint_every_s = checkpoint_every_s
 
     def __call__(self, trial: optuna.Trial) -> float:
         history = retry_history(trial)
@@ -50,16 +54,16 @@ class Objective:
         peak_memory.reset(self.device)
         start = self.resume_point(trial, history)
         epochs = [EpochResult(**e) for e in start.epochs] if start else []
-        best: dict[str, torch.Tensor] = {}
+        best: dict[str, torch.Tensor] = {}  # weights of the best epoch trained here
 
         def on_checkpoint(state: TrainState) -> None:
             artifacts.save_checkpoint(self.store, self.spec.name, trial.number, state)
-            latest = state.epochs[-1]
-            if latest["val_accuracy"] >= max(e["val_accuracy"] for e in state.epochs):
-                best.clear()
-                best.update({k: v.detach().clone() for k, v in state.model.items()})
+            batched.flush_trial(trial)  # a stored checkpoint's epochs are stored values too
 
         def on_epoch(result: EpochResult) -> None:
+            if result.val_accuracy > max((e.val_accuracy for e in epochs), default=-1.0):
+                best.clear()  # the first of equals is the best epoch, as in FitResult
+                best.update({k: v.detach().clone() for k, v in model.state_dict().items()})
             epochs.append(result)
             trial.report(result.val_accuracy, result.epoch)
             if trial.should_prune():
@@ -74,7 +78,8 @@ class Objective:
         try:
             result = fit(model, self.splits.x_train, self.splits.y_train, self.splits.x_val,
                          self.splits.y_val, cfg, on_epoch, start=start,
-                         on_checkpoint=on_checkpoint)
+                         on_checkpoint=on_checkpoint,
+                         checkpoint_every_s=self.checkpoint_every_s)
         except Diverged as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise

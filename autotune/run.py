@@ -20,7 +20,7 @@ import optuna
 import sqlalchemy.exc
 
 from autotune import budget, cli, samplers, storage, summary, workers
-from autotune.config import DEVICES
+from autotune.config import CHECKPOINT_ENV, CHECKPOINT_EVERY_S, DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
 from autotune.study import (
@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "are divided among them and GPUs shared round-robin; other "
                              "machines join by running the same command with the same "
                              "--storage (default: %(default)s)")
+    parser.add_argument("--checkpoint-every", type=cli.non_negative_float, metavar="SECONDS",
+                        help="save a running trial's training state at the end of an epoch "
+                             "once this many seconds passed since the last save; a trial "
+                             "whose worker dies resumes from there. 0 = after every epoch "
+                             f"(default: ${CHECKPOINT_ENV}, else {CHECKPOINT_EVERY_S:g})")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=cli.positive_int, help=argparse.SUPPRESS)
     parser.add_argument("--allow-changes", action="store_true",
@@ -127,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     spec = apply_flags(load_spec(args.study), args)
+    checkpoint_every_s = checkpoint_every(args.checkpoint_every)
     # torch loads only now, so --help and bad input answer in well under a second of it.
     from autotune import artifacts
     from autotune.data import load_splits
@@ -178,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         stopped_early = run_workers(study, spec, args)
     else:
-        objective = Objective(spec, splits, device, artifacts.open_store(artifact_dir))
+        objective = Objective(spec, splits, device, artifacts.open_store(artifact_dir),
+                              checkpoint_every_s=checkpoint_every_s)
         prefix = f"w{args.worker_index} " if args.worker_index is not None else ""
         stopped_early = optimize(study, spec, objective, prefix)
     if args.worker_index is not None:  # the parent evaluates and summarises once
@@ -252,11 +259,24 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     """The user's flags, as a worker process must receive them."""
     argv = ["--study", args.study]
     for flag in ("study_name", "storage", "n_trials", "timeout", "max_epochs", "seed",
-                 "sampler", "pruner", "data_dir", "artifacts"):
+                 "sampler", "pruner", "data_dir", "artifacts", "checkpoint_every"):
         value = getattr(args, flag)
         if value is not None:
             argv += ["--" + flag.replace("_", "-"), str(value)]
     return argv + (["--allow-changes"] if args.allow_changes else [])
+
+
+def checkpoint_every(flag: float | None) -> float:
+    """Seconds between checkpoints: the flag, else $AUTOTUNE_CHECKPOINT_EVERY_S, else 30."""
+    if flag is not None:
+        return flag
+    text = os.environ.get(CHECKPOINT_ENV)
+    if text is None:
+        return CHECKPOINT_EVERY_S
+    try:
+        return cli.non_negative_float(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"${CHECKPOINT_ENV} {exc}") from None
 
 
 def apply_flags(spec: StudySpec, args: argparse.Namespace) -> StudySpec:

@@ -15,8 +15,8 @@ import optuna.storages.journal
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
+from autotune.batched import BatchedRDBStorage
 from autotune.errors import StorageError
-from autotune.resilient import ResilientRDBStorage
 
 DEFAULT_URL = "sqlite:///autotune.db"  # relative to the working directory
 ENV_VAR = "AUTOTUNE_STORAGE"
@@ -76,7 +76,7 @@ def _with_default_driver(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+def _open_rdb(url: str) -> BatchedRDBStorage:
     # pool_pre_ping replaces connections a database restart has closed.
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -88,7 +88,7 @@ def _open_rdb(url: str) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                rdb = ResilientRDBStorage(url, engine_kwargs=engine_kwargs,
+                rdb = BatchedRDBStorage(url, engine_kwargs=engine_kwargs,
                                           heartbeat_interval=HEARTBEAT_S,
                                           grace_period=GRACE_S, **_retry_callback())
             if url.startswith("sqlite"):

@@ -247,11 +247,12 @@ def batches(x: Tensor, y: Tensor, cfg: TrainConfig, generator: torch.Generator,
     order = torch.randperm(len(x), generator=generator, device=x.device)
     for first in range(0, n_batches_per_epoch(len(x), cfg) * cfg.batch_size, cfg.batch_size):
         idx = order[first : first + cfg.batch_size]
-        inputs = augment(x[idx], generator, crop_padding=cfg.crop_padding, hflip=cfg.hflip,
-                         fill=fill)
+        # index_select copies whole rows: 3-4x faster than x[idx] on the CPU here
+        inputs = augment(torch.index_select(x, 0, idx), generator,
+                         crop_padding=cfg.crop_padding, hflip=cfg.hflip, fill=fill)
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        yield inputs, y[idx]
+        yield inputs, torch.index_select(y, 0, idx)
 
 
 def fit(
@@ -265,6 +266,7 @@ def fit(
     *,
     start: TrainState | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
+    checkpoint_every_s: float = 0.0,
     n_epochs: int | None = None,
 ) -> FitResult:
     """Train `model` for `cfg.max_epochs` epochs on tensors already on one device.
@@ -276,10 +278,12 @@ def fit(
     examples if set. torch's global RNG is seeded too, so dropout repeats and two runs of one
     config on CPU match exactly. Raises `Diverged` when an epoch's mean loss is NaN or
     infinite. `on_epoch` runs after each epoch's evaluation; whatever it raises stops training
-    and propagates unchanged. `on_checkpoint`, if given, receives the state after each epoch
-    (before `on_epoch`; tensors on the CPU), and `start` continues from such a state: epochs
-    it holds are not trained again. `n_epochs` stops after that many of the `cfg.max_epochs`
-    epochs, whose length the LR schedule keeps: the model a trial had after `n_epochs`.
+    and propagates unchanged. `on_checkpoint`, if given, receives the state after an epoch
+    (after `on_epoch`; tensors on the CPU) once `checkpoint_every_s` seconds have passed since
+    the last one (0: after every epoch; never after the last epoch, which ends the fit), and
+    `start` continues from such a state: epochs it holds are not trained again. `n_epochs`
+    stops after that many of the `cfg.max_epochs` epochs, whose length the LR schedule
+    keeps: the model a trial had after `n_epochs`.
     """
     if len(x_train) == 0 or len(x_train) != len(y_train):
         raise ValueError(
@@ -304,6 +308,7 @@ def fit(
     epochs = restore(start, model, optimizer, scheduler, shuffle) if start else []
 
     last_epoch = cfg.max_epochs if n_epochs is None else min(n_epochs, cfg.max_epochs)
+    last_checkpoint_s = time.monotonic()
     for epoch in range(len(epochs) + 1, last_epoch + 1):
         lr = optimizer.param_groups[0]["lr"]
         # the queue is empty here (evaluate ended with .item()), and the .item() below waits
@@ -337,10 +342,12 @@ def fit(
             val_accuracy = evaluate(forward, x_val, y_val)
         result = EpochResult(epoch, train_loss, val_accuracy, lr, seconds)
         epochs.append(result)
-        if on_checkpoint is not None:
-            on_checkpoint(capture(epochs, model, optimizer, scheduler, shuffle))
         if on_epoch is not None:
             on_epoch(result)
+        if (on_checkpoint is not None and epoch < last_epoch
+                and time.monotonic() - last_checkpoint_s >= checkpoint_every_s):
+            on_checkpoint(capture(epochs, model, optimizer, scheduler, shuffle))
+            last_checkpoint_s = time.monotonic()
 
     best = max(epochs, key=lambda e: e.val_accuracy)  # max keeps the first of equals
     return FitResult(

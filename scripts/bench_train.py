@@ -15,7 +15,7 @@ second of two epochs (the first warms up), training only. Printed: median images
 the ratio, and the 1-minute load average before and after (CPU timings are only comparable
 on an otherwise idle machine).
 
-    python scripts/bench_train.py                 # 3 models, 30 batches per epoch, 7 rounds
+    python scripts/bench_train.py                 # 4 models, 30 batches per epoch, 7 rounds
     python scripts/bench_train.py --quick         # seconds: a smoke test of the script
 """
 
@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, als
 
 # name -> (TrainConfig fields, the target ratio of the issue)
 MODELS: dict[str, tuple[dict[str, object], float]] = {
+    # the example's space: 1-3 layers of 4-128 units; the middle of it, then its widest
+    "mlp 2x64": ({"model": "mlp", "depth": 2, "width": 64, "dropout": 0.2}, 8.0),
     "mlp 1x128": ({"model": "mlp", "depth": 1, "width": 128, "dropout": 0.2}, 8.0),
     "mlp 3x128": ({"model": "mlp", "depth": 3, "width": 128, "dropout": 0.2}, 8.0),
     "cnn w16 d2": ({"model": "cnn", "depth": 2, "width": 16, "dropout": 0.0}, 2.0),

@@ -117,3 +117,31 @@ def test_cnn_head_has_fc_units_hidden_units() -> None:
     net = build_model(TrainConfig(model="cnn", width=8, depth=2, fc_units=40), MNIST, 10)
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(16 * 7 * 7, 40), (40, 10)]
+
+
+def test_dropout_keeps_each_value_with_probability_1_minus_p_and_rescales_it():
+    from autotune.models import Dropout
+
+    layer = Dropout(0.3)
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(0)
+    out = layer(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 200,000 draws: sd ~0.001
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))
+    out.sum().backward()  # the gradient flows through the kept values only, scaled alike
+    assert x.grad is not None and torch.equal(x.grad, out.detach())
+    torch.manual_seed(0)
+    assert torch.equal(layer(x), out)  # the global RNG decides: seeded runs repeat
+    layer.eval()
+    assert layer(x) is x
+
+
+def test_dropout_matches_torch_dropout_in_distribution_across_rates():
+    from autotune.models import Dropout
+
+    x = torch.randn(300, 300)
+    for p in (0.1, 0.5, 0.9):
+        ours, theirs = Dropout(p)(x), nn.Dropout(p)(x)
+        assert abs((ours == 0).float().mean() - (theirs == 0).float().mean()) < 0.01
+        assert torch.allclose(ours[ours != 0], x[ours != 0] / (1 - p))

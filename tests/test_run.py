@@ -229,7 +229,8 @@ def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_u
     spec = write_study(tmp_path, FAST_STUDY.replace("max_epochs = 4", "max_epochs = 40")
                        .replace("n_trials = 6", "n_trials = 50"), name="slow")
     proc = subprocess.Popen([sys.executable, "-m", "autotune.run", "--study", str(spec),
-                             "--storage", sqlite_url], cwd=REPO, stderr=subprocess.PIPE,
+                             "--storage", sqlite_url, "--checkpoint-every", "0"], cwd=REPO,
+                            stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:  # wait until the first trial has finished
@@ -302,3 +303,15 @@ def test_start_from_configurations_are_the_first_trials_and_are_queued_once(
     trials = load(url, "warm").trials
     assert len(trials) == 4
     assert trials[3].params["lr"] not in (0.003, 0.05)
+
+
+def test_a_bad_checkpoint_interval_is_refused_in_one_line(sqlite_url, tmp_path):
+    flag = run_cli("--study", "digits", "--storage", sqlite_url, "--checkpoint-every", "-1")
+    assert flag.returncode == 2 and "--checkpoint-every: must be a number >= 0, got -1" in \
+        flag.stderr
+    env = run_cli("--study", "digits", "--storage", sqlite_url,
+                  env={"AUTOTUNE_CHECKPOINT_EVERY_S": "often"})
+    assert env.returncode == 2
+    assert env.stderr.strip() == ("error: $AUTOTUNE_CHECKPOINT_EVERY_S must be a number >= 0, "
+                                  "got 'often'")
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # nothing was created

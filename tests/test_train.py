@@ -282,12 +282,13 @@ def test_fit_resumed_from_a_checkpoint_matches_an_uninterrupted_fit() -> None:
     class Killed(Exception):
         pass
 
-    def die_after_two(result) -> None:
-        if result.epoch == 2:
+    def die_in_the_third(result) -> None:  # after epoch 2's checkpoint, before epoch 3's
+        if result.epoch == 3:
             raise Killed
 
     with pytest.raises(Killed):
-        fit(build_model(cfg, (1, 8, 8), 3), x, y, x, y, cfg, die_after_two, on_checkpoint=keep)
+        fit(build_model(cfg, (1, 8, 8), 3), x, y, x, y, cfg, die_in_the_third,
+            on_checkpoint=keep)
     state = TrainState.from_dict(torch.load(io.BytesIO(saved[-1]), weights_only=True))
     assert state.epoch == 2
     resumed = fit(build_model(cfg, (1, 8, 8), 3), x, y, x, y, cfg, start=state)
@@ -364,12 +365,13 @@ def test_fit_with_augmentation_resumes_exactly_from_a_checkpoint() -> None:
     class Killed(Exception):
         pass
 
-    def die_after_one(result: EpochResult) -> None:
-        raise Killed
+    def die_in_the_second(result: EpochResult) -> None:
+        if result.epoch == 2:
+            raise Killed
 
     with pytest.raises(Killed):
-        fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg, die_after_one,
-            on_checkpoint=lambda s: states.append(copy_state(s)))
+        fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
+            die_in_the_second, on_checkpoint=lambda s: states.append(copy_state(s)))
     resumed = fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
                   start=states[-1])
     assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in full.epochs]
@@ -547,13 +549,13 @@ def test_fit_with_onecycle_resumed_mid_run_matches_an_uninterrupted_fit() -> Non
     class Killed(Exception):
         pass
 
-    def die_after_two(result: EpochResult) -> None:
-        if result.epoch == 2:
+    def die_in_the_third(result: EpochResult) -> None:
+        if result.epoch == 3:
             raise Killed
 
     with pytest.raises(Killed):
-        fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg, die_after_two,
-            on_checkpoint=lambda s: states.append(copy_state(s)))
+        fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
+            die_in_the_third, on_checkpoint=lambda s: states.append(copy_state(s)))
     assert states[-1].epoch == 2 and states[-1].scheduler["last_epoch"] == 2 * 5
     resumed = fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
                   start=states[-1])
@@ -596,3 +598,15 @@ def test_grad_clip_bounds_the_gradient_norm_of_every_step() -> None:
         fit_textures(dataclasses.replace(cfg, grad_clip=clip))
     assert max(clipped.grad_norms) == pytest.approx(clip, rel=1e-4)
     assert len(clipped.grad_norms) == len(free.grad_norms)
+
+
+def test_checkpoints_come_after_every_epoch_but_the_last_or_once_per_interval() -> None:
+    cfg = TrainConfig(width=8, max_epochs=4, seed=1)
+    every: list[int] = []
+    fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
+        on_checkpoint=lambda s: every.append(s.epoch))
+    assert every == [1, 2, 3]  # the last epoch ends the fit: nothing left to resume
+    rare: list[int] = []
+    fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
+        on_checkpoint=lambda s: rare.append(s.epoch), checkpoint_every_s=3600)
+    assert rare == []  # none due within the hour

@@ -111,7 +111,7 @@ def test_four_workers_finish_with_exactly_the_total(any_storage_url, tmp_path):
 def test_a_killed_worker_s_trial_is_retried_from_its_last_checkpoint(sqlite_url, tmp_path):
     spec = write_study(tmp_path, SLOW_STUDY, name="slow")
     proc = start_run("--study", str(spec), "--storage", sqlite_url, "--workers", "2",
-                     env=FAST_HEARTBEAT)
+                     "--checkpoint-every", "0", env=FAST_HEARTBEAT)
     victim = wait_for_trial_with_epochs(sqlite_url, "slow", n_epochs=2, timeout_s=180)
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)
     killed_at = time.monotonic()

@@ -1,0 +1,127 @@
+"""A running trial's writes, batched: invisible to other processes until flushed, never lost
+at the trial's end, visible at once to this process; on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from autotune import storage
+from autotune.batched import BatchedRDBStorage
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def rdb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'batched.db'}"
+    fixture = "postgres_url" if request.param == "postgresql" else "mysql_url"
+    return str(request.getfixturevalue(fixture))
+
+
+def new_trial(url: str) -> tuple[BatchedRDBStorage, int, int]:
+    opened = storage.open_storage(url)
+    assert isinstance(opened, BatchedRDBStorage)
+    study_id = opened.create_new_study([optuna.study.StudyDirection.MAXIMIZE],
+                                       f"batched-{uuid.uuid4().hex[:8]}")
+    return opened, study_id, opened.create_new_trial(study_id)
+
+
+def stored(url: str, trial_id: int) -> optuna.trial.FrozenTrial:
+    """The trial as another process sees it: a plain Optuna storage of its own."""
+    other = optuna.storages.RDBStorage(storage._with_default_driver(url))
+    try:
+        return other.get_trial(trial_id)
+    finally:
+        other.engine.dispose()
+
+
+def write_some(writer: BatchedRDBStorage, trial_id: int) -> None:
+    writer.set_trial_param(trial_id, "lr", 0.01, FloatDistribution(1e-5, 1.0, log=True))
+    writer.set_trial_param(trial_id, "optimizer", 1, CategoricalDistribution(["sgd", "adam"]))
+    writer.set_trial_user_attr(trial_id, "seed", 7)
+    writer.set_trial_system_attr(trial_id, "rung", {"a": [1, 2]})
+    for step in (1, 2, 3):
+        writer.set_trial_intermediate_value(trial_id, step, step / 10)
+
+
+def test_writes_wait_in_memory_until_flushed_yet_this_process_reads_them(rdb_url):
+    writer, _, trial_id = new_trial(rdb_url)
+    writer._flush_every_s = 3600.0  # no background flush during this test
+    write_some(writer, trial_id)
+    other = stored(rdb_url, trial_id)
+    assert other.params == {} and other.user_attrs == {} and other.intermediate_values == {}
+    mine = writer.get_trial(trial_id)
+    assert mine.params == {"lr": 0.01, "optimizer": "adam"}
+    assert mine.user_attrs == {"seed": 7} and mine.system_attrs["rung"] == {"a": [1, 2]}
+    assert mine.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+    writer.flush(trial_id)
+    other = stored(rdb_url, trial_id)
+    assert other.params == mine.params and other.user_attrs == {"seed": 7}
+    assert other.system_attrs["rung"] == {"a": [1, 2]}
+    assert other.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+
+
+def test_later_writes_of_the_same_keys_replace_the_stored_ones(rdb_url):
+    writer, _, trial_id = new_trial(rdb_url)
+    writer._flush_every_s = 3600.0
+    write_some(writer, trial_id)
+    writer.flush(trial_id)
+    writer.set_trial_user_attr(trial_id, "seed", 8)
+    writer.set_trial_user_attr(trial_id, "pid", 123)
+    writer.set_trial_intermediate_value(trial_id, 3, 0.9)
+    writer.set_trial_intermediate_value(trial_id, 4, float("nan"))
+    writer.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.9])
+    final = stored(rdb_url, trial_id)
+    assert final.state == TrialState.COMPLETE and final.value == 0.9
+    assert final.user_attrs == {"seed": 8, "pid": 123}
+    assert final.intermediate_values[3] == 0.9 and final.intermediate_values[2] == 0.2
+    assert final.intermediate_values[4] != final.intermediate_values[4]  # NaN kept as NaN
+
+
+def test_the_state_change_stores_everything_first(rdb_url):
+    writer, _, trial_id = new_trial(rdb_url)
+    writer._flush_every_s = 3600.0
+    write_some(writer, trial_id)
+    writer.set_trial_state_values(trial_id, TrialState.PRUNED, [0.3])
+    final = stored(rdb_url, trial_id)
+    assert final.state == TrialState.PRUNED
+    assert final.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+    assert final.params == {"lr": 0.01, "optimizer": "adam"} and final.user_attrs == {"seed": 7}
+
+
+def test_a_background_thread_stores_a_long_trial_s_writes_while_it_runs(rdb_url):
+    writer, _, trial_id = new_trial(rdb_url)
+    writer._flush_every_s = 0.2
+    write_some(writer, trial_id)
+    deadline = time.monotonic() + 10
+    while stored(rdb_url, trial_id).intermediate_values != {1: 0.1, 2: 0.2, 3: 0.3}:
+        assert time.monotonic() < deadline, "the background flush never came"
+        time.sleep(0.1)
+    assert stored(rdb_url, trial_id).user_attrs == {"seed": 7}
+
+
+def test_a_trial_another_worker_declared_dead_refuses_the_flush_and_keeps_nothing_stale(
+        rdb_url):
+    writer, _, trial_id = new_trial(rdb_url)
+    writer._flush_every_s = 3600.0
+    writer.set_trial_user_attr(trial_id, "seed", 7)
+    other = optuna.storages.RDBStorage(storage._with_default_driver(rdb_url))
+    other.set_trial_state_values(trial_id, TrialState.FAIL)  # e.g. its heartbeat went stale
+    other.engine.dispose()
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        writer.flush(trial_id)
+    assert writer.get_trial(trial_id).user_attrs == {"seed": 7}  # kept, not silently lost
+
+
+def test_values_that_cannot_be_stored_are_refused_when_written():
+    writer = BatchedRDBStorage("sqlite://")
+    study_id = writer.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "x")
+    trial_id = writer.create_new_trial(study_id)
+    with pytest.raises(TypeError):
+        writer.set_trial_user_attr(trial_id, "model", object())
