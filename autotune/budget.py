@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import optuna
 
+from autotune.batched import batched_backend
 from autotune.errors import AutotuneError
 from autotune.study import FINISHED
 
@@ -18,6 +19,9 @@ class Surplus(AutotuneError):
 
 def n_claimed(study: optuna.Study, before: int | None = None) -> int:
     """Finished trials plus running ones (numbered below `before`, if given)."""
+    backend = batched_backend(study._storage)
+    if backend is not None:  # a relational database: count there
+        return backend.count_claimed(study._study_id, before)
     return sum(1 for t in study.get_trials(deepcopy=False)
                if t.state in FINISHED
                or (t.state == RUNNING and (before is None or t.number < before)))

@@ -141,11 +141,8 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
 
 def retry_history(trial: optuna.Trial) -> list[int]:
     """Numbers of the dead trials this trial retries, oldest first; [] for a fresh trial."""
-    running = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for frozen in running:
-        if frozen.number == trial.number:
-            return list(frozen.system_attrs.get("retry_history", []))
-    return []
+    system_attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
+    return list(system_attrs.get("retry_history", []))
 
 
 def trial_seed(spec: StudySpec, trial_number: int) -> int:

@@ -309,12 +309,12 @@ def fit(
 
     last_epoch = cfg.max_epochs if n_epochs is None else min(n_epochs, cfg.max_epochs)
     last_checkpoint_s = time.monotonic()
+    model.train()  # evaluate() puts the mode back after each epoch's validation
     for epoch in range(len(epochs) + 1, last_epoch + 1):
         lr = optimizer.param_groups[0]["lr"]
         # the queue is empty here (evaluate ended with .item()), and the .item() below waits
         # for this epoch's kernels, so wall time is training time on GPU too
         start_s = time.perf_counter()
-        model.train()
         loss_sum = torch.zeros((), device=device)
         for inputs, labels in batches(x_train, y_train, cfg, shuffle, fill, channels_last):
             with autocast(device, cfg):

@@ -41,6 +41,11 @@ def stored(url: str, trial_id: int) -> optuna.trial.FrozenTrial:
         other.engine.dispose()
 
 
+def same_time(mine, stored_time) -> bool:  # type: ignore[no-untyped-def]
+    """MariaDB's DATETIME keeps whole seconds; this process remembers the microseconds."""
+    return stored_time <= mine and (mine - stored_time).total_seconds() < 1
+
+
 def write_some(writer: BatchedRDBStorage, trial_id: int) -> None:
     writer.set_trial_param(trial_id, "lr", 0.01, FloatDistribution(1e-5, 1.0, log=True))
     writer.set_trial_param(trial_id, "optimizer", 1, CategoricalDistribution(["sgd", "adam"]))
@@ -57,6 +62,8 @@ def test_writes_wait_in_memory_until_flushed_yet_this_process_reads_them(rdb_url
     other = stored(rdb_url, trial_id)
     assert other.params == {} and other.user_attrs == {} and other.intermediate_values == {}
     mine = writer.get_trial(trial_id)
+    assert (mine.number, mine.state) == (other.number, other.state)
+    assert same_time(mine.datetime_start, other.datetime_start)
     assert mine.params == {"lr": 0.01, "optimizer": "adam"}
     assert mine.user_attrs == {"seed": 7} and mine.system_attrs["rung"] == {"a": [1, 2]}
     assert mine.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
@@ -117,6 +124,9 @@ def test_a_trial_another_worker_declared_dead_refuses_the_flush_and_keeps_nothin
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         writer.flush(trial_id)
     assert writer.get_trial(trial_id).user_attrs == {"seed": 7}  # kept, not silently lost
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        writer.set_trial_state_values(trial_id, TrialState.COMPLETE, [1.0])
+    assert writer.get_trial(trial_id).state == TrialState.FAIL  # read anew, not remembered
 
 
 def test_values_that_cannot_be_stored_are_refused_when_written():
@@ -125,3 +135,49 @@ def test_values_that_cannot_be_stored_are_refused_when_written():
     trial_id = writer.create_new_trial(study_id)
     with pytest.raises(TypeError):
         writer.set_trial_user_attr(trial_id, "model", object())
+
+
+def test_the_budget_count_in_sql_matches_counting_the_trials(rdb_url):
+    from autotune.budget import n_claimed
+
+    opened = storage.open_storage(rdb_url)
+    study = optuna.create_study(storage=opened, study_name=f"count-{uuid.uuid4().hex[:8]}",
+                                direction="maximize")
+    states = [TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED, TrialState.FAIL,
+              TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE, TrialState.RUNNING]
+    for state in states:
+        trial_id = opened.create_new_trial(study._study_id)
+        if state == TrialState.WAITING:
+            continue
+        if state != TrialState.RUNNING:
+            values = [0.5] if state == TrialState.COMPLETE else None
+            opened.set_trial_state_values(trial_id, state, values)
+    opened.create_new_trial(study._study_id, optuna.trial.create_trial(
+        state=TrialState.WAITING))
+    trials = study.get_trials()
+    assert [t.state for t in trials[:len(states)]] == [
+        s if s != TrialState.WAITING else TrialState.RUNNING for s in states]
+    for before in (None, 0, 2, 5, 8, 100):
+        slow = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                   or (t.state == TrialState.RUNNING and (before is None or t.number < before)))
+        assert n_claimed(study, before) == slow, before
+
+
+def test_reads_of_a_trial_this_process_runs_match_the_database_after_each_flush(rdb_url):
+    writer, _, trial_id = new_trial(rdb_url)
+    writer._flush_every_s = 3600.0
+    for step in range(1, 4):
+        writer.set_trial_intermediate_value(trial_id, step, step / 10)
+        writer.set_trial_user_attr(trial_id, f"attr{step}", [step])
+        writer.flush(trial_id)
+        mine, theirs = writer.get_trial(trial_id), stored(rdb_url, trial_id)
+        for field in ("number", "state", "params", "user_attrs", "intermediate_values"):
+            assert getattr(mine, field) == getattr(theirs, field), field
+        assert same_time(mine.datetime_start, theirs.datetime_start)
+    mine.user_attrs["attr1"].append("changed by the caller")  # a copy: the next read is intact
+    assert writer.get_trial(trial_id).user_attrs["attr1"] == [1]
+    mutable = {"a": [1]}
+    writer.set_trial_user_attr(trial_id, "later", mutable)
+    mutable["a"].append(2)  # after the write: not what was written
+    writer.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.5])
+    assert stored(rdb_url, trial_id).user_attrs["later"] == {"a": [1]}
