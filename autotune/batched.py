@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,7 +92,6 @@ class BatchedRDBStorage(ResilientRDBStorage):
         self._flush_lock = threading.Lock()  # one flush at a time: writes keep their order
         self._flush_every_s = flush_every_s
         self._flusher: threading.Thread | None = None
-        self._closed = threading.Event()
 
     # --- buffered writes ----------------------------------------------------------------
 
@@ -144,11 +144,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
         return self._with_pending(super().get_trial(trial_id))
 
     def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
-        with self._pending_lock:
-            own = trial_id in self._own
-        if own:
-            return self.get_trial(trial_id).system_attrs
-        return self._with_pending(super().get_trial(trial_id)).system_attrs
+        return self.get_trial(trial_id).system_attrs  # from memory for trials running here
 
     def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
         return [self._with_pending(t) for t in super()._get_trials(*args, **kwargs)]
@@ -272,7 +268,8 @@ class BatchedRDBStorage(ResilientRDBStorage):
         self._flusher.start()
 
     def _flush_periodically(self) -> None:
-        while not self._closed.wait(self._flush_every_s):
+        while True:  # a daemon thread: it ends with the process
+            time.sleep(self._flush_every_s)
             with self._pending_lock:
                 ids = list(self._pending)
             for trial_id in ids:

@@ -1,51 +1,48 @@
 """What every `python -m autotune.<command>` shares: argument types that refuse bad values in
-one line, and the stderr log line."""
+one line, the arguments that name a stored study, and the stderr log line."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from autotune import storage
+
+_N = TypeVar("_N", int, float)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
+def _number(parse: Callable[[str], _N], allowed: Callable[[_N], bool], wanted: str
+            ) -> Callable[[str], _N]:
+    """An argparse type: `parse` the text, refusing it in one line unless `allowed`."""
+    def check(text: str) -> _N:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if not allowed(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    return check
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+positive_float = _number(float, lambda v: 0 < v < math.inf, "a number > 0")
+non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a number >= 0")
+port = _number(int, lambda v: 1 <= v <= 65535, "an integer in [1, 65535]")
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer in [1, 65535], got {text!r}"
-                                         ) from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be an integer in [1, 65535], got {text}")
-    return value
+def add_stored_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """--study NAME (required) and --storage URL, for the commands that read a stored study."""
+    parser.add_argument("--study", required=True, metavar="NAME",
+                        help="name of the study in storage (as autotune.run or autotune.status "
+                             "shows it)")
+    parser.add_argument("--storage", metavar="URL",
+                        help=f"the storage autotune.run used (default: ${storage.ENV_VAR}, else "
+                             f"{storage.DEFAULT_URL} in the working directory)")
 
 
 def log(message: str) -> None:

@@ -15,7 +15,7 @@ import optuna
 import sqlalchemy
 import tomli_w
 
-from autotune import storage, stored
+from autotune import cli, storage, stored
 from autotune.errors import SpecError, UsageError
 from autotune.spec import parse_spec
 from autotune.study import DEFINITION_ATTR, METRIC_NAME, SPEC_TEXT_ATTR
@@ -34,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "`python -m autotune.run --study FILE --n-trials 1` retrains it.",
         epilog="exit codes: 0 written, 1 storage unreachable, 2 bad usage (unknown study, bad "
                "--storage URL, no complete trial yet)")
-    parser.add_argument("--study", required=True, metavar="NAME",
-                        help="name of the study in storage (as autotune.run or autotune.status "
-                             "shows it)")
-    parser.add_argument("--storage", metavar="URL",
-                        help=f"the storage autotune.run used (default: ${storage.ENV_VAR}, else "
-                             f"{storage.DEFAULT_URL} in the working directory)")
+    cli.add_stored_study_arguments(parser)
     parser.add_argument("--out", required=True, metavar="FILE",
                         help="FILE.toml: a study file for autotune.run; FILE.json: "
                              '{"study", "trial", "value", "seed", "params", "fixed", '

@@ -61,12 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "trial) for scripts.",
         epilog="plots: " + ", ".join(f"{p.name}.png" for p in PLOTS) + ". exit codes: 0 done, "
                "1 storage unreachable, 2 bad usage (unknown study, bad --storage URL)")
-    parser.add_argument("--study", required=True, metavar="NAME",
-                        help="name of the study in storage (as autotune.run or autotune.status "
-                             "shows it)")
-    parser.add_argument("--storage", metavar="URL",
-                        help=f"the storage autotune.run used (default: ${storage.ENV_VAR}, else "
-                             f"{storage.DEFAULT_URL} in the working directory)")
+    cli.add_stored_study_arguments(parser)
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="folder to write into (created if missing; files of the same "
                              "names are replaced)")
