@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,23 @@ def save_checkpoint(store: FileSystemArtifactStore, study_name: str, trial_numbe
 
 def load_checkpoint(store: FileSystemArtifactStore, study_name: str, trial_number: int
                     ) -> TrainState | None:
-    """The last checkpoint of a trial, or None; never unpickles arbitrary objects."""
+    """The last checkpoint of a trial, or None; never unpickles arbitrary objects.
+
+    A checkpoint that cannot be read (cut short by the crash or Ctrl-C it was to survive:
+    the store writes in place) counts as none, with a line on stderr, so the retry falls
+    back to an older checkpoint or a fresh start instead of failing."""
+    name = checkpoint_id(study_name, trial_number)
     try:
-        with store.open_reader(checkpoint_id(study_name, trial_number)) as reader:
+        with store.open_reader(name) as reader:
             data = reader.read()
     except optuna.artifacts.exceptions.ArtifactNotFound:
         return None
-    return TrainState.from_dict(torch.load(io.BytesIO(data), weights_only=True))
+    try:
+        return TrainState.from_dict(torch.load(io.BytesIO(data), weights_only=True))
+    except Exception as exc:  # truncated zip, unpickling error, missing fields
+        print(f"checkpoint {name} is unreadable ({type(exc).__name__}: {exc}); not resuming "
+              "from it", file=sys.stderr, flush=True)
+        return None
 
 
 def remove_checkpoint(store: FileSystemArtifactStore, study_name: str, trial_number: int
