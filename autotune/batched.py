@@ -25,12 +25,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 import sqlalchemy
+import sqlalchemy.orm
 from optuna.distributions import BaseDistribution
 
 # Optuna's own per-value writers (the *_without_commit methods) run here several to a
@@ -42,6 +43,9 @@ from optuna.trial import FrozenTrial, TrialState
 from autotune.resilient import ResilientRDBStorage, _retrying
 
 FLUSH_EVERY_S = float(os.environ.get("AUTOTUNE_FLUSH_EVERY_S", "1.0"))
+# Past this many unfinished trials to list, Optuna's own query (with its fallback for long
+# IN lists) is used as it is.
+_MAX_IN_LIST = 500
 
 
 @dataclass
@@ -88,6 +92,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
         # running trials created here: (as created, every write since); other processes do
         # not write to them, so get_trial needs no query (~1.5 ms, 3-4 times a trial)
         self._own: dict[int, tuple[FrozenTrial, _Pending]] = {}
+        self._own_study: dict[int, int] = {}  # trial id -> study id, for the trials in _own
         self._pending_lock = threading.Lock()  # guards _pending, _in_flight and _own
         self._flush_lock = threading.Lock()  # one flush at a time: writes keep their order
         self._flush_every_s = flush_every_s
@@ -122,6 +127,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
         finally:  # finished, or refused because another worker finished it: read it anew
             with self._pending_lock:
                 self._own.pop(trial_id, None)
+                self._own_study.pop(trial_id, None)
 
     # --- the trials this process created: read without asking the database --------------
 
@@ -131,6 +137,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
         if created.state == TrialState.RUNNING:
             with self._pending_lock:
                 self._own[created._trial_id] = (copy.deepcopy(created), _Pending())
+                self._own_study[created._trial_id] = study_id
         return created
 
     # --- reads see the buffer -----------------------------------------------------------
@@ -146,8 +153,67 @@ class BatchedRDBStorage(ResilientRDBStorage):
     def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
         return self.get_trial(trial_id).system_attrs  # from memory for trials running here
 
-    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        return [self._with_pending(t) for t in super()._get_trials(*args, **kwargs)]
+    def _get_trials(self, study_id: int, states: Container[TrialState] | None,
+                    included_trial_ids: set[int], trial_id_greater_than: int
+                    ) -> list[FrozenTrial]:
+        """What Optuna's cache asks each time a sampler or pruner lists the trials (once per
+        epoch and ~3 times per trial): the unfinished trials and those newer than the last
+        finished one. Optuna answers with one ORM query of 6 statements, ~1.5-4 ms on SQLite
+        here even when it finds nothing. Here one plain SELECT of ids says what there is; the
+        trials running in this process come from memory, and only the others are loaded."""
+        if trial_id_greater_than < 0 or len(included_trial_ids) > _MAX_IN_LIST:
+            # the first read of a study (every trial), or very many unfinished trials
+            return [self._with_pending(t) for t in super()._get_trials(
+                study_id, states, included_trial_ids, trial_id_greater_than)]
+        with self._pending_lock:
+            own = {trial_id: written.apply_to(copy.deepcopy(created))
+                   for trial_id, (created, written) in self._own.items()
+                   if self._own_study[trial_id] == study_id
+                   and (trial_id in included_trial_ids or trial_id > trial_id_greater_than)}
+        if states is not None:
+            own = {trial_id: t for trial_id, t in own.items() if t.state in states}
+        others = self._trial_ids(study_id, states, included_trial_ids - set(own),
+                                 trial_id_greater_than, exclude=set(own), must_exist=not own)
+        loaded = [self._with_pending(t) for t in self._load_trials(others)] if others else []
+        return sorted(loaded + list(own.values()), key=lambda t: t._trial_id)
+
+    @_retrying
+    def _trial_ids(self, study_id: int, states: Container[TrialState] | None,
+                   included_trial_ids: set[int], trial_id_greater_than: int,
+                   exclude: set[int], must_exist: bool) -> list[int]:
+        """Ids of the study's trials in `states` (None: any) that are in `included_trial_ids`
+        or newer than `trial_id_greater_than`, less `exclude`; KeyError if `must_exist` and
+        the study does not (as Optuna's own listing)."""
+        trials = models.TrialModel.__table__
+        included = [i for i in included_trial_ids if i <= trial_id_greater_than]
+        newer = trials.c.trial_id > trial_id_greater_than
+        query = sqlalchemy.select(trials.c.trial_id).where(
+            trials.c.study_id == study_id,
+            sqlalchemy.or_(trials.c.trial_id.in_(included), newer) if included else newer)
+        if states is not None:
+            query = query.where(trials.c.state.in_(list(states)))  # type: ignore[call-overload]
+        if exclude:
+            query = query.where(trials.c.trial_id.notin_(exclude))
+        with self.engine.connect() as connection:
+            ids = list(connection.scalars(query.order_by(trials.c.trial_id)))
+            if not ids and must_exist:
+                studies = models.StudyModel.__table__
+                if connection.scalar(sqlalchemy.select(studies.c.study_id).where(
+                        studies.c.study_id == study_id)) is None:
+                    raise KeyError(f"No study with study_id {study_id} exists.")
+        return ids
+
+    @_retrying
+    def _load_trials(self, trial_ids: list[int]) -> list[FrozenTrial]:
+        """These trials, read whole as RDBStorage._get_trials reads them."""
+        trial = models.TrialModel
+        with _create_scoped_session(self.scoped_session) as session:
+            query = session.query(trial).options(
+                *(sqlalchemy.orm.selectinload(getattr(trial, relation)) for relation in (
+                    "params", "values", "user_attributes", "system_attributes",
+                    "intermediate_values"))
+            ).filter(trial.trial_id.in_(trial_ids)).order_by(trial.trial_id)
+            return [self._build_frozen_trial_from_trial_model(t) for t in query.all()]
 
     def _with_pending(self, trial: FrozenTrial) -> FrozenTrial:
         with self._pending_lock:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
@@ -181,3 +182,39 @@ def test_reads_of_a_trial_this_process_runs_match_the_database_after_each_flush(
     mutable["a"].append(2)  # after the write: not what was written
     writer.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.5])
     assert stored(rdb_url, trial_id).user_attrs["later"] == {"a": [1]}
+
+
+def test_listing_trials_reads_only_other_processes_trials_from_the_database(rdb_url):
+    writer, study_id, mine = new_trial(rdb_url)
+    writer._flush_every_s = 3600.0
+    write_some(writer, mine)
+    other = optuna.storages.RDBStorage(storage._with_default_driver(rdb_url))
+    finished = other.create_new_trial(study_id)
+    other.set_trial_state_values(finished, TrialState.COMPLETE, [0.5])
+    theirs = other.create_new_trial(study_id)  # running in another process
+    other.set_trial_intermediate_value(theirs, 1, 0.25)
+    statements: list[str] = []
+    sqlalchemy.event.listen(writer.engine, "before_cursor_execute",
+                            lambda *args: statements.append(args[2]))
+
+    listed = writer._get_trials(study_id, None, set(), -1)
+    assert [t._trial_id for t in listed] == [mine, finished, theirs]
+    assert listed[0].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}  # not stored yet
+    assert listed[2].intermediate_values == {1: 0.25}
+    assert [t._trial_id for t in writer._get_trials(
+        study_id, (TrialState.COMPLETE,), set(), -1)] == [finished]
+    assert [t._trial_id for t in writer._get_trials(
+        study_id, None, {mine, theirs}, finished)] == [mine, theirs]
+
+    statements.clear()  # what Optuna's cache asks for once only this process's trial runs
+    other.set_trial_state_values(theirs, TrialState.COMPLETE, [0.7])
+    assert [t._trial_id for t in writer._get_trials(study_id, None, {mine}, theirs)] == [mine]
+    assert not any("trial_params" in s or "trial_values" in s for s in statements), statements
+
+    writer.flush(mine)  # once stored, the database's copy is the one listed from memory
+    mine_listed = writer._get_trials(study_id, None, set(), -1)[0]
+    mine_stored = other.get_trial(mine)
+    other.engine.dispose()
+    for field in ("number", "state", "params", "distributions", "user_attrs", "system_attrs",
+                  "intermediate_values", "values"):
+        assert getattr(mine_listed, field) == getattr(mine_stored, field), field
