@@ -32,3 +32,27 @@ def test_study_note_names_the_best_trial_and_where_its_final_model_was_trained()
 def test_study_note_says_when_the_test_set_has_not_been_used_yet() -> None:
     note = study_note(study_with_best_trial())
     assert "Test accuracy: not evaluated yet for this trial." in note
+
+
+def test_the_note_is_written_without_importing_the_dashboard_app(tmp_path) -> None:
+    """In a fresh interpreter, as at the end of a run: the note the dashboard reads back is
+    there, and neither the dashboard's web app nor scikit-learn was imported to write it."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "notes.db"
+    code = f"""
+import sys, optuna
+from autotune.notes import write_study_note, study_note
+study = optuna.create_study(storage="sqlite:///{db}", study_name="s", direction="maximize")
+study.add_trial(optuna.trial.create_trial(value=0.5))
+write_study_note(study)
+print(sorted(m for m in ("optuna_dashboard._app", "sklearn") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+    from optuna_dashboard._note import get_note
+
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    assert get_note(study) == study_note(study)
