@@ -352,4 +352,4 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_now(main())
