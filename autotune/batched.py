@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -46,6 +47,7 @@ FLUSH_EVERY_S = float(os.environ.get("AUTOTUNE_FLUSH_EVERY_S", "1.0"))
 # Past this many unfinished trials to list, Optuna's own query (with its fallback for long
 # IN lists) is used as it is.
 _MAX_IN_LIST = 500
+_MAX_FINISHED_KEPT = 100  # finished trials kept for a listing that never came
 
 
 @dataclass
@@ -76,6 +78,18 @@ class _Pending:
         return trial
 
 
+@dataclass
+class _StoredKeys:
+    """Keys of a trial's attribute and intermediate-value rows known to be in the database."""
+
+    user_attrs: set[str]
+    system_attrs: set[str]
+    intermediate_values: set[int]
+
+
+_Finish = tuple[TrialState, Any]  # the state a trial finishes in, and its values (or None)
+
+
 def _as_stored(value: Any) -> Any:
     """The value as the database will give it back (JSON: tuples become lists), copied now, so
     later changes to the caller's object are not written; refuses what JSON cannot hold."""
@@ -93,6 +107,10 @@ class BatchedRDBStorage(ResilientRDBStorage):
         # not write to them, so get_trial needs no query (~1.5 ms, 3-4 times a trial)
         self._own: dict[int, tuple[FrozenTrial, _Pending]] = {}
         self._own_study: dict[int, int] = {}  # trial id -> study id, for the trials in _own
+        # keys of the _own trials' rows in the database: writes of other keys need no delete
+        self._stored_keys: dict[int, _StoredKeys] = {}
+        # trials that finished here, as stored, until a listing asks for them: (study id, trial)
+        self._finished: dict[int, tuple[int, FrozenTrial]] = {}
         self._pending_lock = threading.Lock()  # guards _pending, _in_flight and _own
         self._flush_lock = threading.Lock()  # one flush at a time: writes keep their order
         self._flush_every_s = flush_every_s
@@ -121,13 +139,40 @@ class BatchedRDBStorage(ResilientRDBStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Any = None) -> bool:
-        try:
+        """A finished state is written in the transaction that stores the trial's last
+        buffered writes (one commit instead of two), and the finished trial is kept to answer
+        the next listing (Optuna's check for queued trials reads it back right away)."""
+        if not state.is_finished():  # WAITING -> RUNNING (a queued trial taken): as Optuna does
             self.flush(trial_id)
             return bool(super().set_trial_state_values(trial_id, state, values))
+        try:
+            with self._flush_lock:
+                try:
+                    stored = self._flush_one(trial_id, finish=(state, values))
+                except sqlalchemy.exc.IntegrityError:  # as RDBStorage: lost a race, not stored
+                    return False
+            self._remember_finished(trial_id, state, values, stored)
+            return True
         finally:  # finished, or refused because another worker finished it: read it anew
             with self._pending_lock:
                 self._own.pop(trial_id, None)
                 self._own_study.pop(trial_id, None)
+                self._stored_keys.pop(trial_id, None)
+
+    def _remember_finished(self, trial_id: int, state: TrialState, values: Any,
+                           stored: tuple[datetime, datetime] | None) -> None:
+        with self._pending_lock:
+            own = self._own.get(trial_id)
+            if own is None or stored is None:
+                return
+            created, written = own
+            trial = written.apply_to(copy.deepcopy(created))
+            trial.state = state
+            trial.values = None if values is None else [float(v) for v in values]
+            trial.datetime_start, trial.datetime_complete = stored
+            self._finished[trial_id] = (self._own_study[trial_id], trial)
+            while len(self._finished) > _MAX_FINISHED_KEPT:  # never listed: not kept forever
+                del self._finished[next(iter(self._finished))]
 
     # --- the trials this process created: read without asking the database --------------
 
@@ -138,6 +183,10 @@ class BatchedRDBStorage(ResilientRDBStorage):
             with self._pending_lock:
                 self._own[created._trial_id] = (copy.deepcopy(created), _Pending())
                 self._own_study[created._trial_id] = study_id
+                # rows a template gave it: the only ones a write may have to replace so far
+                self._stored_keys[created._trial_id] = _StoredKeys(
+                    set(created.user_attrs), set(created.system_attrs),
+                    set(created.intermediate_values))
         return created
 
     # --- reads see the buffer -----------------------------------------------------------
@@ -165,13 +214,19 @@ class BatchedRDBStorage(ResilientRDBStorage):
             # the first read of a study (every trial), or very many unfinished trials
             return [self._with_pending(t) for t in super()._get_trials(
                 study_id, states, included_trial_ids, trial_id_greater_than)]
+        def wanted(trial_id: int, trial: FrozenTrial) -> bool:
+            return ((trial_id in included_trial_ids or trial_id > trial_id_greater_than)
+                    and (states is None or trial.state in states))
+
         with self._pending_lock:
             own = {trial_id: written.apply_to(copy.deepcopy(created))
                    for trial_id, (created, written) in self._own.items()
-                   if self._own_study[trial_id] == study_id
-                   and (trial_id in included_trial_ids or trial_id > trial_id_greater_than)}
-        if states is not None:
-            own = {trial_id: t for trial_id, t in own.items() if t.state in states}
+                   if self._own_study[trial_id] == study_id}
+            own = {trial_id: t for trial_id, t in own.items() if wanted(trial_id, t)}
+            for trial_id, (finished_study, trial) in list(self._finished.items()):
+                if finished_study == study_id and wanted(trial_id, trial):
+                    own[trial_id] = copy.deepcopy(trial)
+                    del self._finished[trial_id]  # Optuna's cache keeps finished trials itself
         others = self._trial_ids(study_id, states, included_trial_ids - set(own),
                                  trial_id_greater_than, exclude=set(own), must_exist=not own)
         loaded = [self._with_pending(t) for t in self._load_trials(others)] if others else []
@@ -250,14 +305,19 @@ class BatchedRDBStorage(ResilientRDBStorage):
             for i in ids:
                 self._flush_one(i)
 
-    def _flush_one(self, trial_id: int) -> None:
+    def _flush_one(self, trial_id: int, finish: _Finish | None = None
+                   ) -> tuple[datetime, datetime] | None:
+        """Write what is buffered for the trial (and finish it, if asked) in one transaction;
+        the caller holds _flush_lock. Returns the stored start and end times of a finish."""
         with self._pending_lock:
             pending = self._pending.pop(trial_id, None)
             if pending is None:
-                return
+                if finish is None:
+                    return None
+                pending = _Pending()
             self._in_flight[trial_id] = pending  # still visible to reads while written
         try:
-            self._write(trial_id, pending)
+            return self._write(trial_id, pending, finish)
         except BaseException:
             with self._pending_lock:  # keep them, under what arrived meanwhile
                 newer = self._pending.get(trial_id)
@@ -273,14 +333,21 @@ class BatchedRDBStorage(ResilientRDBStorage):
                 self._in_flight.pop(trial_id, None)
 
     @_retrying
-    def _write(self, trial_id: int, pending: _Pending) -> None:
-        """One transaction: the trial checked once, then per table one delete of the keys
-        written and one multi-row insert (an upsert of them all at once: no other process
-        writes a running trial's rows); ~1 ms for a 10-epoch trial's writes on SQLite."""
+    def _write(self, trial_id: int, pending: _Pending, finish: _Finish | None = None
+               ) -> tuple[datetime, datetime] | None:
+        """One transaction: the trial checked once, then per table a delete of the keys that
+        may already be stored and one multi-row insert (an upsert of them all at once: no
+        other process writes a running trial's rows); then, with `finish`, the trial's values
+        and finished state, as RDBStorage.set_trial_state_values writes them. Returns the
+        stored start and end times of a finished trial (MariaDB keeps whole seconds)."""
         insert = sqlalchemy.insert
+        with self._pending_lock:
+            known = self._stored_keys.get(trial_id)  # None: not created here, may have any
         with _create_scoped_session(self.scoped_session) as session:
-            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session,
+                                                          for_update=finish is not None)
             self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[arg-type]
+            connection = session.connection()  # plain statements: no ORM bookkeeping per row
             params = []
             for name, (internal, distribution, previous) in pending.params.items():
                 if previous is None:  # the first of its name in this process: check the study
@@ -292,26 +359,68 @@ class BatchedRDBStorage(ResilientRDBStorage):
                                "param_value": internal, "distribution_json":
                                optuna.distributions.distribution_to_json(distribution)})
             if params:
-                session.execute(insert(models.TrialParamModel), params)
-            for model_cls, attrs in ((models.TrialUserAttributeModel, pending.user_attrs),
-                                     (models.TrialSystemAttributeModel, pending.system_attrs)):
-                if attrs:
-                    session.execute(sqlalchemy.delete(model_cls).where(
-                        model_cls.trial_id == trial_id, model_cls.key.in_(list(attrs))))
-                    session.execute(insert(model_cls), [
-                        {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                        for key, value in attrs.items()])
+                connection.execute(insert(models.TrialParamModel), params)
+            for model_cls, attrs, stored in (
+                    (models.TrialUserAttributeModel, pending.user_attrs,
+                     None if known is None else known.user_attrs),
+                    (models.TrialSystemAttributeModel, pending.system_attrs,
+                     None if known is None else known.system_attrs)):
+                if not attrs:
+                    continue
+                replaced = list(attrs) if stored is None else [k for k in attrs if k in stored]
+                if replaced:
+                    connection.execute(sqlalchemy.delete(model_cls).where(
+                        model_cls.trial_id == trial_id, model_cls.key.in_(replaced)))
+                connection.execute(insert(model_cls), [
+                    {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                    for key, value in attrs.items()])
             values = pending.intermediate_values
             if values:
                 value_cls = models.TrialIntermediateValueModel
-                session.execute(sqlalchemy.delete(value_cls).where(
-                    value_cls.trial_id == trial_id, value_cls.step.in_(list(values))))
+                stored_steps = known.intermediate_values if known else None
+                replaced_steps = list(values) if stored_steps is None else [
+                    step for step in values if step in stored_steps]
+                if replaced_steps:
+                    connection.execute(sqlalchemy.delete(value_cls).where(
+                        value_cls.trial_id == trial_id, value_cls.step.in_(replaced_steps)))
                 rows = []
                 for step, value in values.items():
-                    stored, value_type = value_cls.intermediate_value_to_stored_repr(value)
-                    rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
+                    stored_value, value_type = value_cls.intermediate_value_to_stored_repr(value)
+                    rows.append({"trial_id": trial_id, "step": step,
+                                 "intermediate_value": stored_value,
                                  "intermediate_value_type": value_type})
-                session.execute(insert(value_cls), rows)
+                connection.execute(insert(value_cls), rows)
+            times = None if finish is None else self._finish_without_commit(
+                session, trial, *finish)
+        if known is not None:  # committed: these rows exist now
+            known.user_attrs.update(pending.user_attrs)
+            known.system_attrs.update(pending.system_attrs)
+            known.intermediate_values.update(values)
+        return times
+
+    @staticmethod
+    def _finish_without_commit(session: sqlalchemy.orm.Session, trial: models.TrialModel,
+                               state: TrialState, values: Any) -> tuple[datetime, datetime]:
+        """Store a trial's objective values and finished state, as set_trial_state_values
+        does; returns its start and end times as stored (MariaDB's DATETIME drops the
+        microseconds)."""
+        if values is not None:
+            value_cls = models.TrialValueModel
+            connection = session.connection()
+            connection.execute(sqlalchemy.delete(value_cls).where(
+                value_cls.trial_id == trial.trial_id))
+            rows = []
+            for objective, value in enumerate(values):
+                stored, value_type = value_cls.value_to_stored_repr(value)
+                rows.append({"trial_id": trial.trial_id, "objective": objective,
+                             "value": stored, "value_type": value_type})
+            if rows:
+                connection.execute(sqlalchemy.insert(value_cls), rows)
+        trial.state = state
+        trial.datetime_complete = datetime.now()
+        session.flush()
+        session.refresh(trial, ["_datetime_start_utc", "_datetime_complete_utc"])
+        return trial.datetime_start, trial.datetime_complete  # type: ignore[return-value]
 
     def _buffer(self, trial_id: int, add: Callable[[_Pending], None]) -> None:
         with self._pending_lock:

@@ -218,3 +218,57 @@ def test_listing_trials_reads_only_other_processes_trials_from_the_database(rdb_
     for field in ("number", "state", "params", "distributions", "user_attrs", "system_attrs",
                   "intermediate_values", "values"):
         assert getattr(mine_listed, field) == getattr(mine_stored, field), field
+
+
+def test_a_study_run_here_reads_the_same_trials_as_another_process(rdb_url):
+    """Optuna's own loop on this storage (trials served from memory while they run and right
+    after they finish, each finished in the transaction of its last writes) leaves what a plain
+    Optuna storage reads back, field for field, whatever way each trial ended."""
+    opened = storage.open_storage(rdb_url)
+    study = optuna.create_study(storage=opened, study_name=f"same-{uuid.uuid4().hex[:8]}",
+                                direction="maximize", pruner=optuna.pruners.MedianPruner(
+                                    n_startup_trials=1, n_warmup_steps=0))
+    study.enqueue_trial({"x": 0.5}, user_attrs={"queued": True})  # a template's rows, replaced
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        trial.set_user_attr("queued", False)
+        trial.storage.set_trial_system_attr(trial._trial_id, "note", {"x": [x]})
+        if trial.number == 3:
+            raise RuntimeError("a failing trial")
+        for step in range(3):
+            trial.report(x * (step + 1) if trial.number != 2 else -1.0, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    study.optimize(objective, n_trials=6, catch=(RuntimeError,))
+    mine = study.get_trials()
+    theirs = optuna.load_study(study_name=study.study_name, storage=optuna.storages.RDBStorage(
+        storage._with_default_driver(rdb_url))).get_trials()
+    assert {t.state for t in theirs} == {TrialState.COMPLETE, TrialState.PRUNED,
+                                         TrialState.FAIL}
+    assert len(mine) == len(theirs) == 6
+    for a, b in zip(mine, theirs, strict=True):
+        for field in ("number", "state", "values", "params", "distributions", "user_attrs",
+                      "system_attrs", "intermediate_values", "datetime_start",
+                      "datetime_complete"):
+            assert getattr(a, field) == getattr(b, field), (a.number, field)
+    assert theirs[0].user_attrs["queued"] is False
+
+
+def test_a_finished_trial_is_listed_from_memory_once_as_stored(rdb_url):
+    writer, study_id, mine = new_trial(rdb_url)
+    write_some(writer, mine)
+    writer.set_trial_state_values(mine, TrialState.COMPLETE, [0.75])
+    statements: list[str] = []
+    sqlalchemy.event.listen(writer.engine, "before_cursor_execute",
+                            lambda *args: statements.append(args[2]))
+    listed = writer._get_trials(study_id, None, {mine}, -1 + mine)
+    assert not any("trial_params" in s for s in statements), statements
+    again = writer._get_trials(study_id, None, {mine}, -1 + mine)  # now from the database
+    assert any("trial_params" in s for s in statements)
+    assert [t._trial_id for t in listed] == [t._trial_id for t in again] == [mine]
+    for field in ("state", "values", "params", "user_attrs", "system_attrs",
+                  "intermediate_values", "datetime_start", "datetime_complete"):
+        assert getattr(listed[0], field) == getattr(again[0], field), field
