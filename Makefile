@@ -18,7 +18,7 @@ lint: bootstrap
 	$(PY) -m ruff check autotune tests scripts
 	$(PY) -m mypy autotune
 
-bench: bootstrap  ## CPU benchmarks against Optuna's PyTorch example (~20 min; idle machine)
+bench: bootstrap  ## CPU benchmarks against Optuna's PyTorch example (~30 min; idle machine)
 	$(PY) scripts/bench_train.py
 	$(PY) scripts/bench_study.py
 

@@ -19,7 +19,7 @@ the same study with a trivial budget (1 example per batch, 1 batch per epoch, 1 
 example, no pruning): (search wall time - training time) / trials. --profile adds where it
 goes, from the same run in-process under cProfile.
 
-    python scripts/bench_study.py                  # 3 seeds x 100 trials each side: ~20 min
+    python scripts/bench_study.py                  # 3 seeds x 100 trials each side: ~25 min here
     python scripts/bench_study.py --seeds 0 --n-trials 30
     python scripts/bench_study.py --quick          # ~1 min: 1 seed, 6 trials of 2 epochs
 """
