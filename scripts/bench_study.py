@@ -17,7 +17,7 @@ Then autotune's framework overhead per trial (sampling, pruning, storage writes,
 learning curves, model and optimizer construction: everything but training) from a run of
 the same study with a trivial budget (1 example per batch, 1 batch per epoch, 1 validation
 example, no pruning): (search wall time - training time) / trials. --profile adds where it
-goes, from the same run in-process under cProfile.
+goes: the same run again in-process, with a wall-clock timer around each of a list of calls.
 
     python scripts/bench_study.py                  # 3 seeds x 100 trials each side: ~25 min here
     python scripts/bench_study.py --seeds 0 --n-trials 30
@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
 import io
 import json
 import os
-import pstats
 import re
 import statistics
 import subprocess
@@ -105,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overhead-trials", type=int,
                         help="trials of the overhead run (default: --n-trials)")
     parser.add_argument("--profile", action="store_true",
-                        help="also break the overhead down (the overhead run under cProfile)")
+                        help="also break the overhead down (the overhead run again, with timers "
+                             "around the calls that make a trial)")
     parser.add_argument("--skip-example", action="store_true",
                         help="run autotune only (no ratios)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -267,31 +266,38 @@ def measure_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
             "first_ms": cycles[0] if cycles else float("nan")}
 
 
-# (label, functions whose cumulative time it is); a function is named by file suffix and name
-CATEGORIES: list[tuple[str, list[tuple[str, str]]]] = [
-    ("sampling (TPE) and trial creation", [("optuna/study/study.py", "ask")]),
-    ("suggest_* (independent sampling, param writes)", [("optuna/trial/_trial.py", "_suggest")]),
-    ("report + should_prune", [("optuna/trial/_trial.py", "report"),
-                               ("optuna/trial/_trial.py", "should_prune")]),
-    ("set_user_attr (storage writes)", [("optuna/trial/_trial.py", "set_user_attr")]),
-    ("per-epoch checkpoints (artifact store)", [("autotune/artifacts.py", "save_checkpoint")]),
-    ("learning curve + weights upload, checkpoint removal", [
-        ("autotune/artifacts.py", "upload_json"), ("autotune/artifacts.py", "upload_weights"),
-        ("autotune/artifacts.py", "remove_checkpoint")]),
-    ("retry history + budget checks (trial list reads)", [
-        ("autotune/objective.py", "retry_history"), ("autotune/budget.py", "n_claimed")]),
-    ("model + optimizer construction", [("autotune/models.py", "build_model"),
-                                        ("autotune/train.py", "build_optimizer"),
-                                        ("autotune/train.py", "build_scheduler")]),
-    ("evaluation (1 example)", [("autotune/train.py", "evaluate")]),
-    ("tell (trial state, value write)", [("optuna/study/_tell.py", "_tell_with_warning")]),
-    ("log line + stop callbacks", [("autotune/run.py", "log_trial"),
-                                   ("autotune/budget.py", "__call__")]),
+# (label, the calls it times: (module, attribute path) as looked up where they are called);
+# the training of trivial trials is excluded from every row but "fit"
+TIMED: list[tuple[str, list[tuple[str, str]]]] = [
+    ("a trial, start to end (Optuna's _run_trial)", [("optuna.study._optimize", "_run_trial")]),
+    ("  ask: queued-trial check, trial creation", [("optuna.study.study", "Study.ask")]),
+    ("    trial creation (storage)", [
+        ("autotune.batched", "BatchedRDBStorage._create_new_trial")]),
+    ("  suggest_* (TPE sampling inside)", [("autotune.space", "suggest")]),
+    ("    TPE: search space + sampling", [
+        ("optuna.samplers", "TPESampler.infer_relative_search_space"),
+        ("optuna.samplers", "TPESampler.sample_relative")]),
+    ("  trial listings (TPE, pruner, queued check)", [
+        ("autotune.batched", "BatchedRDBStorage._get_trials")]),
+    ("  model construction", [("autotune.objective", "build_model")]),
+    ("  fit (training, evaluation, optimizer)", [("autotune.objective", "fit")]),
+    ("    optimizer construction", [("autotune.train", "build_optimizer")]),
+    ("    evaluation (1 example per epoch)", [("autotune.train", "evaluate")]),
+    ("  report + should_prune", [("optuna.trial", "Trial.report"),
+                                 ("optuna.trial", "Trial.should_prune")]),
+    ("  learning curve + weights upload", [("autotune.artifacts", "upload_json"),
+                                           ("autotune.artifacts", "upload_weights")]),
+    ("  storage writes (batched, incl. the finish)", [
+        ("autotune.batched", "BatchedRDBStorage._write")]),
+    ("  tell (finishing the trial)", [("optuna.study._optimize", "_tell_with_warning")]),
 ]
 
 
 def profile_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The overhead run again, in this process under cProfile: cumulative ms per trial."""
+    """The overhead run again, in this process, with a wall-clock timer around each call
+    TIMED names (nested calls of one row count once): ms per trial."""
+    import importlib
+
     from autotune import run as autotune_run
 
     n_trials = args.overhead_trials or args.n_trials
@@ -299,43 +305,48 @@ def profile_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     argv = ["--study", str(overhead_study(tmp)), "--storage", f"sqlite:///{db}", "--artifacts",
             str(tmp / "profile.artifacts"), "--n-trials", str(n_trials), "--max-epochs",
             str(args.epochs), "--device", "cpu", *OVERHEAD_FLAGS]
-    profiler = cProfile.Profile()
-    search = autotune_run.optimize
-
-    def profiled_search(*a: Any, **kw: Any) -> bool:  # only the search, not start-up or test
-        return bool(profiler.runcall(search, *a, **kw))
-
-    autotune_run.optimize = profiled_search  # type: ignore[assignment]
+    totals = {label: 0.0 for label, _ in TIMED}
+    restore: list[tuple[Any, str, Any]] = []
+    for label, calls in TIMED:
+        depth = [0]  # calls of this row in progress (recursion, or one timed call in another)
+        for module_name, path in calls:
+            owner: Any = importlib.import_module(module_name)
+            *parents, name = path.split(".")
+            for parent in parents:
+                owner = getattr(owner, parent)
+            original = owner.__dict__[name]
+            restore.append((owner, name, original))
+            setattr(owner, name, _timed(original, label, totals, depth))
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             code = autotune_run.main(argv)
     finally:
-        autotune_run.optimize = search  # type: ignore[assignment]
+        for owner, name, original in reversed(restore):
+            setattr(owner, name, original)
     if code != 0:
-        raise SystemExit(f"error: the profiled overhead run exited {code}")
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    cumulative: dict[tuple[str, str], float] = {}
-    for (filename, _, function), (_, _, _, cum, _) in stats.items():
-        key = (filename.replace(os.sep, "/"), function)
-        cumulative[key] = cumulative.get(key, 0.0) + cum
-    optimize = sum(c for (f, fn), c in cumulative.items()
-                   if f.endswith("optuna/study/_optimize.py") and fn == "_optimize_sequential")
-    fit = sum(c for (f, fn), c in cumulative.items() if f.endswith("autotune/train.py")
-              and fn == "fit")
-    rows = []
-    for label, functions in CATEGORIES:
-        total = sum(c for (f, fn), c in cumulative.items()
-                    if any(f.endswith(suffix) and fn == name for suffix, name in functions))
-        rows.append((label, 1000 * total / n_trials))
-    return {"trials": n_trials, "rows": rows, "optimize_ms": 1000 * optimize / n_trials,
-            "fit_ms": 1000 * fit / n_trials}
+        raise SystemExit(f"error: the timed overhead run exited {code}")
+    return {"trials": n_trials,
+            "rows": [(label, 1000 * totals[label] / n_trials) for label, _ in TIMED]}
+
+
+def _timed(function: Any, label: str, totals: dict[str, float], depth: list[int]) -> Any:
+    def timed(*a: Any, **kw: Any) -> Any:
+        depth[0] += 1
+        started = time.perf_counter()
+        try:
+            return function(*a, **kw)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                totals[label] += time.perf_counter() - started
+
+    return timed
 
 
 def print_breakdown(breakdown: dict[str, Any]) -> None:
-    print(f"where it goes (cProfile, which inflates Python-heavy code; ms per trial of "
-          f"{breakdown['trials']}; the search loop took {breakdown['optimize_ms']:.1f}, of "
-          f"which fit {breakdown['fit_ms']:.1f} including the checkpoints it hands out; the "
-          f"rows overlap where one calls another):")
+    print(f"where it goes (wall-clock timers around these calls, in-process, ms per trial of "
+          f"{breakdown['trials']}, means: the first trial's one-time warm-up included; "
+          f"indented rows are parts of the row above):")
     for label, ms in breakdown["rows"]:
         print(f"  {ms:7.2f} ms  {label}")
 
