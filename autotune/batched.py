@@ -8,10 +8,16 @@ transaction per trial:
     and other workers see a long trial's params and learning curve while it runs;
   - when the objective asks (`flush`), e.g. right after saving a checkpoint, so a stored
     checkpoint never holds epochs whose values are not stored;
-  - before the trial's state changes (complete, pruned, failed), in the same order.
+  - when the trial finishes (complete, pruned, failed): in the transaction that stores the
+    finished state.
 Reads in this process see the buffered values at once. System attributes (pruner rungs,
-artifact records) are batched the same way; heartbeats, new trials and state changes are
-written immediately, as before.
+artifact records) are batched the same way; heartbeats and new trials are written
+immediately, as before.
+
+Reads: the trials this process runs, and the one that just finished here, are served from
+memory (other processes do not write to a running trial), so listing the study, which
+samplers and pruners do every epoch and every trial, asks the database only for the ids of
+the others and loads just those.
 
 What a crash can lose: the last FLUSH_EVERY_S seconds of a running trial's values, which a
 retried trial replays from its checkpoint anyway.
@@ -111,7 +117,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
         self._stored_keys: dict[int, _StoredKeys] = {}
         # trials that finished here, as stored, until a listing asks for them: (study id, trial)
         self._finished: dict[int, tuple[int, FrozenTrial]] = {}
-        self._pending_lock = threading.Lock()  # guards _pending, _in_flight and _own
+        self._pending_lock = threading.Lock()  # guards the dicts above
         self._flush_lock = threading.Lock()  # one flush at a time: writes keep their order
         self._flush_every_s = flush_every_s
         self._flusher: threading.Thread | None = None
@@ -214,6 +220,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
             # the first read of a study (every trial), or very many unfinished trials
             return [self._with_pending(t) for t in super()._get_trials(
                 study_id, states, included_trial_ids, trial_id_greater_than)]
+
         def wanted(trial_id: int, trial: FrozenTrial) -> bool:
             return ((trial_id in included_trial_ids or trial_id > trial_id_greater_than)
                     and (states is None or trial.state in states))
