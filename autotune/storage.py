@@ -89,8 +89,8 @@ def _open_rdb(url: str) -> BatchedRDBStorage:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 rdb = BatchedRDBStorage(url, engine_kwargs=engine_kwargs,
-                                          heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=GRACE_S, **_retry_callback())
+                                        heartbeat_interval=HEARTBEAT_S,
+                                        grace_period=GRACE_S, **_retry_callback())
             if url.startswith("sqlite"):
                 _commit_without_fsync_per_write(rdb.engine)
             return rdb

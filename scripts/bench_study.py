@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -267,7 +268,7 @@ def measure_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
 
 
 # (label, the calls it times: (module, attribute path) as looked up where they are called);
-# the training of trivial trials is excluded from every row but "fit"
+# only the rows that contain `fit` (the whole trial, fit) include the trivial training
 TIMED: list[tuple[str, list[tuple[str, str]]]] = [
     ("a trial, start to end (Optuna's _run_trial)", [("optuna.study._optimize", "_run_trial")]),
     ("  ask: queued-trial check, trial creation", [("optuna.study.study", "Study.ask")]),
@@ -296,8 +297,6 @@ TIMED: list[tuple[str, list[tuple[str, str]]]] = [
 def profile_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The overhead run again, in this process, with a wall-clock timer around each call
     TIMED names (nested calls of one row count once): ms per trial."""
-    import importlib
-
     from autotune import run as autotune_run
 
     n_trials = args.overhead_trials or args.n_trials

@@ -47,6 +47,14 @@ def same_time(mine, stored_time) -> bool:  # type: ignore[no-untyped-def]
     return stored_time <= mine and (mine - stored_time).total_seconds() < 1
 
 
+def sql_statements(writer: BatchedRDBStorage) -> list[str]:
+    """Every SQL statement the storage sends from now on, appended as it is sent."""
+    statements: list[str] = []
+    sqlalchemy.event.listen(writer.engine, "before_cursor_execute",
+                            lambda *args: statements.append(args[2]))
+    return statements
+
+
 def write_some(writer: BatchedRDBStorage, trial_id: int) -> None:
     writer.set_trial_param(trial_id, "lr", 0.01, FloatDistribution(1e-5, 1.0, log=True))
     writer.set_trial_param(trial_id, "optimizer", 1, CategoricalDistribution(["sgd", "adam"]))
@@ -193,9 +201,7 @@ def test_listing_trials_reads_only_other_processes_trials_from_the_database(rdb_
     other.set_trial_state_values(finished, TrialState.COMPLETE, [0.5])
     theirs = other.create_new_trial(study_id)  # running in another process
     other.set_trial_intermediate_value(theirs, 1, 0.25)
-    statements: list[str] = []
-    sqlalchemy.event.listen(writer.engine, "before_cursor_execute",
-                            lambda *args: statements.append(args[2]))
+    statements = sql_statements(writer)
 
     listed = writer._get_trials(study_id, None, set(), -1)
     assert [t._trial_id for t in listed] == [mine, finished, theirs]
@@ -261,9 +267,7 @@ def test_a_finished_trial_is_listed_from_memory_once_as_stored(rdb_url):
     writer, study_id, mine = new_trial(rdb_url)
     write_some(writer, mine)
     writer.set_trial_state_values(mine, TrialState.COMPLETE, [0.75])
-    statements: list[str] = []
-    sqlalchemy.event.listen(writer.engine, "before_cursor_execute",
-                            lambda *args: statements.append(args[2]))
+    statements = sql_statements(writer)
     listed = writer._get_trials(study_id, None, {mine}, -1 + mine)
     assert not any("trial_params" in s for s in statements), statements
     again = writer._get_trials(study_id, None, {mine}, -1 + mine)  # now from the database
