@@ -26,6 +26,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LRSchedul
 from autotune.augment import augment
 from autotune.config import DEVICES, TrainConfig
 from autotune.errors import Diverged, UsageError
+from autotune.mlp_step import mlp_step
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,9 @@ def fit(
     per_batch = cfg.schedule in PER_BATCH_SCHEDULES
     scheduler = build_scheduler(optimizer, cfg, schedule_steps_per_epoch(len(x_train), cfg))
     forward = compile_model(model, cfg)
+    # the MLP's backward written out, without autograd's bookkeeping (CPU, float32); None
+    # for other models, which take the autograd step
+    written_out = mlp_step(model, cfg)
     shuffle = torch.Generator(device=device)
     shuffle.manual_seed(cfg.seed)
     x_val, y_val = x_val[: cfg.val_subset or None], y_val[: cfg.val_subset or None]
@@ -317,11 +321,14 @@ def fit(
         start_s = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         for inputs, labels in batches(x_train, y_train, cfg, shuffle, fill, channels_last):
-            with autocast(device, cfg):
-                loss = F.cross_entropy(forward(inputs), labels,
-                                       label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if written_out is not None:
+                loss = written_out(inputs, labels)  # gradients in p.grad, as backward leaves them
+            else:
+                with autocast(device, cfg):
+                    loss = F.cross_entropy(forward(inputs), labels,
+                                           label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
             optimizer.step()

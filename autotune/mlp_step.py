@@ -1,0 +1,133 @@
+"""A training step for autotune's MLP with its backward pass written out: `mlp_step(model, cfg)`.
+
+For the small MLPs searched on the CPU, much of a step is not arithmetic but autograd:
+recording ~25 ops on the way forward, then scheduling ~25 backward nodes, each allocating
+its gradient. Written out, the backward of `Flatten -> [Linear -> ReLU (-> Dropout)]* ->
+Linear -> cross-entropy` is two matrix products and a sum per layer, and ReLU and dropout
+fold into one mask per layer (kept where the unit is positive and not dropped, times
+1 / (1 - p)), applied once forward and once backward. Gradients are written into buffers
+kept for the whole fit, so nothing is zeroed or allocated for them.
+
+The step draws its dropout masks exactly as `autotune.models.Dropout` does (`torch.rand`
+on the global generator, same shapes, same order), so a seeded fit repeats the autograd
+fit's run: same masks, same gradients up to float rounding (tests/test_mlp_step.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeGuard, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from autotune.config import TrainConfig
+from autotune.models import Dropout
+
+# (inputs (B, C, H, W), labels (B,)) -> the batch's mean loss, detached; grads left in p.grad
+Step = Callable[[Tensor, Tensor], Tensor]
+M = TypeVar("M", bound=nn.Module)
+
+
+def mlp_step(model: nn.Module, cfg: TrainConfig) -> Step | None:
+    """The written-out step for `model` if it is one of `build_mlp`'s networks, else None.
+
+    Only for the plain float32 fit on the CPU (elsewhere the autograd step is kept: on a GPU
+    its overhead overlaps with the kernels), and only for exactly the layers `build_mlp`
+    stacks; anything else (another model, a subclass, frozen parameters) returns None.
+    """
+    if cfg.precision != "fp32" or cfg.compile or type(model) is not nn.Sequential:
+        return None
+    layers = list(model)
+    if not layers or not _exactly(layers[0], nn.Flatten) or layers[0].start_dim != 1:
+        return None
+    linears: list[nn.Linear] = []
+    dropouts: list[float] = []  # per hidden layer; 0.0 where it has no Dropout
+    i = 1
+    while i < len(layers):
+        linear = layers[i]
+        if not _exactly(linear, nn.Linear) or linear.bias is None:
+            return None
+        linears.append(linear)
+        i += 1
+        if i == len(layers):
+            break
+        if not _exactly(layers[i], nn.ReLU):
+            return None
+        i += 1
+        dropout = layers[i] if i < len(layers) else None
+        if dropout is not None and _exactly(dropout, Dropout):
+            if not 0.0 <= dropout.p < 1.0:
+                return None
+            dropouts.append(dropout.p)
+            i += 1
+        else:
+            dropouts.append(0.0)
+    if len(dropouts) != len(linears) - 1 or any(
+            p.device.type != "cpu" or not p.requires_grad for p in model.parameters()):
+        return None
+    return _WrittenOutStep(model, linears, dropouts, cfg.label_smoothing)
+
+
+def _exactly(layer: nn.Module, cls: type[M]) -> TypeGuard[M]:
+    """`layer` is a `cls` itself, not a subclass (which may compute something else)."""
+    return type(layer) is cls
+
+
+class _WrittenOutStep:
+    """Forward, loss and backward of one batch with the gradients computed by hand."""
+
+    def __init__(self, model: nn.Module, linears: list[nn.Linear], dropouts: list[float],
+                 label_smoothing: float) -> None:
+        self.model = model
+        self.weights = [lin.weight for lin in linears]
+        self.biases = [lin.bias for lin in linears]
+        self.dropouts = dropouts
+        self.label_smoothing = label_smoothing
+        self.weight_grads = [torch.empty_like(w) for w in self.weights]
+        self.bias_grads = [torch.empty_like(b) for b in self.biases]
+        self.params_and_grads: list[tuple[Tensor, Tensor]] = [
+            *zip(self.weights, self.weight_grads, strict=True),
+            *zip(self.biases, self.bias_grads, strict=True)]
+
+    def __call__(self, inputs: Tensor, labels: Tensor) -> Tensor:
+        if not self.model.training:
+            raise RuntimeError("the written-out MLP step trains; call model.train() first")
+        with torch.no_grad():
+            loss = self._forward_backward(inputs.flatten(1), labels)
+        # where zero_grad(set_to_none) + backward would leave them
+        for p, grad in self.params_and_grads:
+            p.grad = grad
+        return loss
+
+    def _forward_backward(self, x: Tensor, labels: Tensor) -> Tensor:
+        # forward: a_k = input of layer k, masks[k] = d a_{k+1} / d pre_k (ReLU and dropout)
+        activations, masks = [x], []
+        for weight, bias, p in zip(self.weights, self.biases, self.dropouts, strict=False):
+            pre = torch.addmm(bias, activations[-1], weight.t())  # (B, out)
+            positive = pre > 0
+            if p > 0.0:  # models.Dropout's draw: same generator, shape and order
+                mask = torch.rand_like(pre).ge_(p).mul_(1.0 / (1.0 - p)).mul_(positive)
+            else:
+                mask = positive
+            masks.append(mask)
+            activations.append(pre.mul_(mask))
+        logits = torch.addmm(self.biases[-1], activations[-1], self.weights[-1].t())
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+        # d loss / d logits = (softmax - target distribution) / B, with the target smoothed
+        # as F.cross_entropy smooths it: (1 - s) on the label, s / n_classes on every class
+        grad = torch.softmax(logits, dim=1)
+        n, n_classes = grad.shape
+        s = self.label_smoothing
+        grad.scatter_add_(1, labels.unsqueeze(1), grad.new_full((n, 1), -(1.0 - s)))
+        if s:
+            grad.sub_(s / n_classes)
+        grad.div_(n)
+        for k in range(len(self.weights) - 1, -1, -1):
+            torch.mm(grad.t(), activations[k], out=self.weight_grads[k])
+            torch.sum(grad, dim=0, out=self.bias_grads[k])
+            if k:
+                grad = torch.mm(grad, self.weights[k]).mul_(masks[k - 1])
+        return loss

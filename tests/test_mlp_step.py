@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from autotune.config import TrainConfig
+from autotune.mlp_step import mlp_step
+from autotune.models import build_model
+from autotune.train import fit
+
+SHAPE = (1, 6, 6)
+N_CLASSES = 5
+
+
+def data(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, N_CLASSES, (n,), generator=g)
+    x = torch.randn(n, *SHAPE, generator=g) + y.view(n, 1, 1, 1) * 0.3
+    return x, y
+
+
+X, Y = data(100, seed=0)
+X_VAL, Y_VAL = data(40, seed=1)
+
+
+class Plain(nn.Sequential):
+    """The same layers and parameter names, but not a type `mlp_step` takes: autograd's step."""
+
+
+def autograd_step(model: nn.Module, cfg: TrainConfig, x: Tensor, y: Tensor) -> Tensor:
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+    loss.backward()
+    return loss.detach()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_written_out_step_gives_autograds_loss_and_gradients(
+    depth: int, dropout: float, label_smoothing: float
+) -> None:
+    cfg = TrainConfig(model="mlp", depth=depth, width=16, dropout=dropout,
+                      label_smoothing=label_smoothing, seed=3)
+    model = build_model(cfg, SHAPE, N_CLASSES)
+    step = mlp_step(model, cfg)
+    assert step is not None
+    torch.manual_seed(7)  # the same dropout masks on both sides
+    loss = step(X[:32], Y[:32])
+    written = {name: p.grad.clone() for name, p in model.named_parameters()}
+    torch.manual_seed(7)
+    expected = autograd_step(model, cfg, X[:32], Y[:32])
+    assert loss.requires_grad is False
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(written[name], p.grad, rtol=1e-5, atol=1e-7, msg=name)
+        assert written[name].abs().sum() > 0, name  # every layer learns something
+
+
+def test_written_out_step_overwrites_the_previous_gradients_instead_of_adding() -> None:
+    cfg = TrainConfig(model="mlp", depth=2, width=8)
+    model = build_model(cfg, SHAPE, N_CLASSES)
+    step = mlp_step(model, cfg)
+    assert step is not None
+    step(X[:20], Y[:20])
+    step(X[20:40], Y[20:40])
+    written = [p.grad.clone() for p in model.parameters()]
+    autograd_step(model, cfg, X[20:40], Y[20:40])
+    for got, expected in zip(written, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("changes", [
+    {"optimizer": "adam", "dropout": 0.2},
+    {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-3, "grad_clip": 0.5},
+    {"optimizer": "rmsprop", "depth": 3, "label_smoothing": 0.1, "schedule": "cosine"},
+])
+def test_fit_with_the_written_out_step_repeats_the_autograd_fit(changes: dict[str, object]
+                                                                ) -> None:
+    cfg = dataclasses.replace(TrainConfig(model="mlp", width=16, batch_size=32, max_epochs=3,
+                                          lr=0.01, seed=5), **changes)  # type: ignore[arg-type]
+    model = build_model(cfg, SHAPE, N_CLASSES)
+    plain = Plain(*build_model(cfg, SHAPE, N_CLASSES))
+    assert mlp_step(model, cfg) is not None and mlp_step(plain, cfg) is None
+    written = fit(model, X, Y, X_VAL, Y_VAL, cfg)
+    reference = fit(plain, X, Y, X_VAL, Y_VAL, cfg)
+    for got, expected in zip(written.epochs, reference.epochs, strict=True):
+        assert got.train_loss == pytest.approx(expected.train_loss, rel=1e-4)
+        assert got.val_accuracy == expected.val_accuracy
+    for (name, got), expected in zip(model.state_dict().items(), plain.state_dict().values(),
+                                     strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
+    assert written.epochs[-1].train_loss < written.epochs[0].train_loss
+
+
+def test_mlp_step_declines_what_it_was_not_written_for() -> None:
+    mlp = TrainConfig(model="mlp", width=8)
+    assert mlp_step(build_model(mlp, SHAPE, N_CLASSES), mlp) is not None
+    cnn = TrainConfig(model="cnn", width=4, depth=1)
+    assert mlp_step(build_model(cnn, SHAPE, N_CLASSES), cnn) is None
+    for other in (dataclasses.replace(mlp, precision="bf16"),
+                  dataclasses.replace(mlp, compile=True)):
+        assert mlp_step(build_model(mlp, SHAPE, N_CLASSES), other) is None
+    frozen = build_model(mlp, SHAPE, N_CLASSES)
+    frozen[1].weight.requires_grad_(False)
+    assert mlp_step(frozen, mlp) is None
+    plain_dropout = build_model(dataclasses.replace(mlp, dropout=0.5), SHAPE, N_CLASSES)
+    plain_dropout[3] = nn.Dropout(0.5)  # torch's own: another random stream
+    assert mlp_step(plain_dropout, mlp) is None
+    without_bias = nn.Sequential(nn.Flatten(), nn.Linear(36, 8, bias=False), nn.ReLU(),
+                                 nn.Linear(8, N_CLASSES))
+    assert mlp_step(without_bias, mlp) is None
+
+
+def test_written_out_step_refuses_a_model_in_eval_mode() -> None:
+    cfg = TrainConfig(model="mlp", width=8, dropout=0.5)
+    model = build_model(cfg, SHAPE, N_CLASSES)
+    step = mlp_step(model, cfg)
+    assert step is not None
+    model.eval()
+    with pytest.raises(RuntimeError, match="model.train"):
+        step(X[:4], Y[:4])
