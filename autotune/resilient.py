@@ -29,7 +29,8 @@ _RETRIED = ("create_new_study", "create_new_trial", "get_all_studies", "get_all_
             "set_study_user_attr", "set_trial_intermediate_value", "set_trial_param",
             "set_trial_state_values", "set_trial_system_attr", "set_trial_user_attr",
             "record_heartbeat", "_get_stale_trial_ids", "check_trial_is_updatable",
-            "_get_trials")  # Optuna's cache layer reads through this one directly
+            # Optuna's cache layer calls these two directly, not their public methods
+            "_create_new_trial", "_get_trials")
 
 
 class _Timing(threading.local):
