@@ -9,6 +9,10 @@ CPU, for the same number of batches per epoch:
             torchvision's FashionMNIST dataset with `transforms.ToTensor()` per image
             (batch_size=128, shuffle=True), `torch.optim.Adam(params, lr=...)`.
 
+  autograd  (with --autograd) autotune's `fit` as above, but with the model's layers in an
+            `nn.Sequential` subclass, which `autotune.mlp_step` does not take: autograd's
+            step instead of the MLP's written-out backward (CNNs take autograd's step anyway).
+
 Each side runs in its own process, so neither inherits the other's settings (threads are the
 same for both). They take turns, A B then B A, for --repeats rounds; each measurement is the
 second of two epochs (the first warms up), training only. Printed: median images/s of each,
@@ -17,6 +21,7 @@ on an otherwise idle machine).
 
     python scripts/bench_train.py                 # 4 models, 30 batches per epoch, 7 rounds
     python scripts/bench_train.py --quick         # seconds: a smoke test of the script
+    python scripts/bench_train.py --autograd --models "mlp 3x128"   # the written-out step's gain
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ MODELS: dict[str, tuple[dict[str, object], float]] = {
     "cnn w16 d2": ({"model": "cnn", "depth": 2, "width": 16, "dropout": 0.0}, 2.0),
 }
 SIDES = ("autotune", "example")
+AUTOGRAD = "autograd"
 BATCH_SIZE = 128
 LR = 1e-3
 
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for the 1-minute load to fall below 1")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 3 batches")
+    parser.add_argument("--autograd", action="store_true",
+                        help="also time autotune's fit with autograd's step (a third side)")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.batches = 2, 3
@@ -66,27 +74,35 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model {unknown[0]!r}; available: {', '.join(MODELS)}")
     wait_quiet(args.wait_quiet)
+    sides = SIDES + (AUTOGRAD,) if args.autograd else SIDES
 
     load_before = os.getloadavg()[0]
-    rates: dict[tuple[str, str], list[float]] = {(n, s): [] for n in names for s in SIDES}
-    with tempfile.TemporaryDirectory() as tmp, Workers(Path(tmp), args.threads) as workers:
+    rates: dict[tuple[str, str], list[float]] = {(n, s): [] for n in names for s in sides}
+    with (tempfile.TemporaryDirectory() as tmp,
+          Workers(Path(tmp), args.threads, sides) as workers):
         for round_ in range(args.repeats):
             for name in names:
-                for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+                for side in sides if round_ % 2 == 0 else sides[::-1]:
                     rates[name, side].append(workers.measure(side, name, args.batches))
     load_after = os.getloadavg()[0]
 
     print(f"training images/s, median of {args.repeats} (epochs of {args.batches} batches of "
           f"{BATCH_SIZE}); threads: {workers.threads}; "
           f"load average (1 min): {load_before:.2f} before, {load_after:.2f} after")
-    print(f"{'model':<12} {'autotune':>9} {'example':>9} {'ratio':>7} {'target':>7}")
+    autograd_header = f" {'autograd':>9} {'gain':>6}" if args.autograd else ""
+    print(f"{'model':<12} {'autotune':>9} {'example':>9} {'ratio':>7} {'target':>7}       "
+          f"{autograd_header}")
     for name in names:
         fast = statistics.median(rates[name, "autotune"])
         slow = statistics.median(rates[name, "example"])
         target = MODELS[name][1]
         verdict = "met" if fast / slow >= target else "MISSED"
+        autograd = ""
+        if args.autograd:  # autotune's loop with autograd's step, and what writing it out gains
+            plain = statistics.median(rates[name, AUTOGRAD])
+            autograd = f" {plain:>9.0f} {fast / plain:>5.2f}x"
         print(f"{name:<12} {fast:>9.0f} {slow:>9.0f} {fast / slow:>6.1f}x {target:>6.0f}x "
-              f"{verdict}")
+              f"{verdict:<6}{autograd}")
     return 0
 
 
@@ -100,20 +116,20 @@ def wait_quiet(limit_s: float, below: float = 1.0) -> None:
 class Workers:
     """One warm process per side; `measure` asks one of them for one timed epoch."""
 
-    def __init__(self, tmp: Path, threads: int | None) -> None:
-        self.tmp, self.threads = tmp, threads
+    def __init__(self, tmp: Path, threads: int | None, sides: tuple[str, ...] = SIDES) -> None:
+        self.tmp, self.threads, self.sides = tmp, threads, sides
 
     def __enter__(self) -> Workers:
         ctx = mp.get_context("spawn")  # a fresh interpreter: no shared torch or malloc state
         self.conns: dict[str, Connection] = {}
         self.procs = []
-        for side in SIDES:
+        for side in self.sides:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=serve, args=(side, child, self.tmp, self.threads))
             proc.start()
             self.conns[side] = parent
             self.procs.append(proc)
-        ready = {side: self.conns[side].recv() for side in SIDES}  # both load their data
+        ready = {side: self.conns[side].recv() for side in self.sides}  # each loads its data
         self.threads = ready["autotune"]
         return self
 
@@ -137,7 +153,7 @@ def serve(side: str, conn: Connection, tmp: Path, threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-    measure = autotune_side() if side == "autotune" else example_side(tmp)
+    measure = example_side(tmp) if side == "example" else autotune_side(side == AUTOGRAD)
     conn.send(torch.get_num_threads())
     while (request := conn.recv()) is not None:
         name, n_batches = request
@@ -155,7 +171,9 @@ def config(name: str, n_batches: int):  # type: ignore[no-untyped-def]
                        val_subset=BATCH_SIZE, seed=0)
 
 
-def autotune_side():  # type: ignore[no-untyped-def]
+def autotune_side(autograd: bool):  # type: ignore[no-untyped-def]
+    from torch import nn
+
     from autotune.data import load_splits
     from autotune.models import build_model
     from autotune.train import fit
@@ -166,8 +184,13 @@ def autotune_side():  # type: ignore[no-untyped-def]
     def measure(name: str, n_batches: int) -> float:
         cfg = config(name, n_batches)
         model = build_model(cfg, splits.input_shape, splits.n_classes)
+        if autograd:
+            model = AutogradStep(*model)
         result = fit(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg)
         return n_batches * BATCH_SIZE / result.epochs[-1].seconds  # the warm second epoch
+
+    class AutogradStep(nn.Sequential):
+        """The same layers; a subclass, so `mlp_step` leaves it to autograd."""
 
     return measure
 
