@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import optuna
@@ -44,6 +44,7 @@ from optuna.distributions import BaseDistribution
 # Optuna's own per-value writers (the *_without_commit methods) run here several to a
 # transaction; these internals are unchanged from Optuna 3.0 to 5.0.
 from optuna.storages._rdb import models
+from optuna.storages._rdb.models import NOT_FOUND_MSG
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
@@ -192,7 +193,8 @@ class BatchedRDBStorage(ResilientRDBStorage):
 
     def _create_new_trial(self, study_id: int,
                           template_trial: FrozenTrial | None = None) -> FrozenTrial:
-        created = super()._create_new_trial(study_id, template_trial)
+        created = (self._create_running_trial(study_id) if template_trial is None
+                   else super()._create_new_trial(study_id, template_trial))
         if created.state == TrialState.RUNNING:
             # the rows a template gave it: the only ones a write may have to replace so far
             stored = _StoredKeys(set(created.user_attrs), set(created.system_attrs),
@@ -202,6 +204,42 @@ class BatchedRDBStorage(ResilientRDBStorage):
                                                     _Pending(), stored)
         return created
 
+    @_retrying
+    def _create_running_trial(self, study_id: int) -> FrozenTrial:
+        """A new running trial, as RDBStorage._create_new_trial creates one without a
+        template (the study locked while its trials are counted for the number), through
+        three plain statements instead of the ORM's unit of work."""
+        trials, studies = models.TrialModel.__table__, models.StudyModel.__table__
+        with _create_scoped_session(self.scoped_session) as session:
+            connection = session.connection()
+            if connection.scalar(sqlalchemy.select(studies.c.study_id).where(
+                    studies.c.study_id == study_id).with_for_update()) is None:
+                raise KeyError(NOT_FOUND_MSG)
+            start = datetime.now()
+            trial_id = connection.execute(sqlalchemy.insert(trials).values(
+                study_id=study_id, number=None, state=TrialState.RUNNING,
+                datetime_start=_to_utc(start))).inserted_primary_key[0]  # type: ignore[index]
+            number = int(connection.scalar(sqlalchemy.select(
+                sqlalchemy.func.count(trials.c.trial_id)).where(
+                    trials.c.study_id == study_id, trials.c.trial_id < trial_id)) or 0)
+            connection.execute(sqlalchemy.update(trials).where(
+                trials.c.trial_id == trial_id).values(number=number))
+        return FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None,
+                           datetime_start=start, datetime_complete=None, params={},
+                           distributions={}, user_attrs={}, system_attrs={},
+                           intermediate_values={}, trial_id=trial_id)
+
+    @_retrying
+    def record_heartbeat(self, trial_id: int) -> None:
+        """As RDBStorage.record_heartbeat (the database's clock), in plain statements."""
+        beats = models.TrialHeartbeatModel.__table__
+        now = sqlalchemy.func.current_timestamp()
+        with self.engine.begin() as connection:
+            if connection.execute(sqlalchemy.update(beats).where(
+                    beats.c.trial_id == trial_id).values(heartbeat=now)).rowcount:
+                return
+            connection.execute(sqlalchemy.insert(beats).values(trial_id=trial_id, heartbeat=now))
+
     # --- reads see the buffer -----------------------------------------------------------
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -209,6 +247,9 @@ class BatchedRDBStorage(ResilientRDBStorage):
             own = self._own.get(trial_id)
             if own is not None:  # running here: as created, plus every write made since
                 return own.current()
+            finished = self._finished.get(trial_id)
+            if finished is not None:  # finished here just now (Optuna's tell reads it back)
+                return copy.deepcopy(finished[1])
         return self._with_pending(super().get_trial(trial_id))
 
     def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
@@ -293,15 +334,16 @@ class BatchedRDBStorage(ResilientRDBStorage):
     def count_claimed(self, study_id: int, before: int | None = None) -> int:
         """Finished (complete or pruned) trials plus running ones numbered below `before`
         (all running ones if None): one COUNT query instead of reading every trial."""
-        trial = models.TrialModel
-        running = trial.state == TrialState.RUNNING
+        trials = models.TrialModel.__table__
+        running = trials.c.state == TrialState.RUNNING
         if before is not None:
-            running = sqlalchemy.and_(running, trial.number < before)
-        with _create_scoped_session(self.scoped_session) as session:
-            return int(session.query(sqlalchemy.func.count(trial.trial_id)).filter(
-                trial.study_id == study_id,
-                sqlalchemy.or_(trial.state.in_([TrialState.COMPLETE, TrialState.PRUNED]),
-                               running)).scalar() or 0)
+            running = sqlalchemy.and_(running, trials.c.number < before)
+        query = sqlalchemy.select(sqlalchemy.func.count(trials.c.trial_id)).where(
+            trials.c.study_id == study_id,
+            sqlalchemy.or_(trials.c.state.in_([TrialState.COMPLETE, TrialState.PRUNED]),
+                           running))
+        with self.engine.connect() as connection:
+            return int(connection.scalar(query) or 0)
 
     # --- flushing -----------------------------------------------------------------------
 
@@ -355,11 +397,14 @@ class BatchedRDBStorage(ResilientRDBStorage):
         with self._pending_lock:
             own = self._own.get(trial_id)
         known = own.stored if own else None  # None: not created here, may have any rows
+        trials = models.TrialModel.__table__
         with _create_scoped_session(self.scoped_session) as session:
-            trial = models.TrialModel.find_or_raise_by_id(trial_id, session,
-                                                          for_update=finish is not None)
-            self.check_trial_is_updatable(trial_id, trial.state)  # type: ignore[arg-type]
             connection = session.connection()  # plain statements: no ORM bookkeeping per row
+            query = sqlalchemy.select(trials.c.state).where(trials.c.trial_id == trial_id)
+            state = connection.scalar(query.with_for_update() if finish else query)
+            if state is None:
+                raise KeyError(NOT_FOUND_MSG)
+            self.check_trial_is_updatable(trial_id, state)
             params = []
             for name, (internal, distribution, previous) in pending.params.items():
                 if previous is None:  # the first of its name in this process: check the study
@@ -403,7 +448,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
                                  "intermediate_value_type": value_type})
                 connection.execute(insert(value_cls), rows)
             times = None if finish is None else self._finish_without_commit(
-                session, trial, *finish)
+                connection, trial_id, *finish)
         if known is not None:  # committed: these rows exist now
             known.user_attrs.update(pending.user_attrs)
             known.system_attrs.update(pending.system_attrs)
@@ -411,28 +456,29 @@ class BatchedRDBStorage(ResilientRDBStorage):
         return times
 
     @staticmethod
-    def _finish_without_commit(session: sqlalchemy.orm.Session, trial: models.TrialModel,
+    def _finish_without_commit(connection: sqlalchemy.engine.Connection, trial_id: int,
                                state: TrialState, values: Any) -> tuple[datetime, datetime]:
         """Store a trial's objective values and finished state, as set_trial_state_values
         does; returns its start and end times as stored (MariaDB's DATETIME drops the
         microseconds)."""
         if values is not None:
             value_cls = models.TrialValueModel
-            connection = session.connection()
             connection.execute(sqlalchemy.delete(value_cls).where(
-                value_cls.trial_id == trial.trial_id))
+                value_cls.trial_id == trial_id))
             rows = []
             for objective, value in enumerate(values):
                 stored, value_type = value_cls.value_to_stored_repr(value)
-                rows.append({"trial_id": trial.trial_id, "objective": objective,
+                rows.append({"trial_id": trial_id, "objective": objective,
                              "value": stored, "value_type": value_type})
             if rows:
                 connection.execute(sqlalchemy.insert(value_cls), rows)
-        trial.state = state
-        trial.datetime_complete = datetime.now()
-        session.flush()
-        session.refresh(trial, ["_datetime_start_utc", "_datetime_complete_utc"])
-        return trial.datetime_start, trial.datetime_complete  # type: ignore[return-value]
+        trials = models.TrialModel.__table__
+        connection.execute(sqlalchemy.update(trials).where(trials.c.trial_id == trial_id).values(
+            state=state, datetime_complete=_to_utc(datetime.now())))
+        start, complete = connection.execute(sqlalchemy.select(
+            trials.c.datetime_start, trials.c.datetime_complete).where(
+                trials.c.trial_id == trial_id)).one()
+        return _from_utc(start), _from_utc(complete)
 
     def _buffer(self, trial_id: int, add: Callable[[_Pending], None]) -> None:
         with self._pending_lock:
@@ -469,6 +515,16 @@ class BatchedRDBStorage(ResilientRDBStorage):
                 except Exception as exc:  # the trial's own flush will raise it, if it stays
                     print(f"storage: background write of trial id {trial_id} failed ({exc}); "
                           "retrying", file=sys.stderr, flush=True)
+
+
+def _to_utc(local: datetime) -> datetime:
+    """A naive local time as Optuna stores it: naive UTC (models.TrialModel.datetime_start)."""
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
+def _from_utc(stored: datetime) -> datetime:
+    """A stored naive UTC time as Optuna reads it back: naive local time."""
+    return stored.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
 
 
 def batched_backend(storage: optuna.storages.BaseStorage) -> BatchedRDBStorage | None:
