@@ -46,20 +46,21 @@ def guard(objective: Callable[[optuna.Trial], float], n_trials: int
 
 
 class StopAtTotal:
-    """Stops this process's loop when the budget is claimed, or after a run of failures."""
+    """A trial callback that says when this process should stop: once the budget is
+    claimed, or after a run of failures."""
 
     def __init__(self, n_trials: int, max_consecutive_failures: int) -> None:
         self.n_trials = n_trials
         self.max_consecutive_failures = max_consecutive_failures
         self.n_failed = 0  # consecutive failures in this process, surplus trials excluded
         self.failed_out = False
+        self.stopped = False
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         surplus = trial.user_attrs.get("fail_reason", "").startswith("surplus")
         failed = trial.state == optuna.trial.TrialState.FAIL and not surplus
         self.n_failed = self.n_failed + 1 if failed else 0
         if n_claimed(study) >= self.n_trials:
-            study.stop()
+            self.stopped = True
         elif self.n_failed >= self.max_consecutive_failures:
-            self.failed_out = True
-            study.stop()
+            self.failed_out = self.stopped = True

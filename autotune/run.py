@@ -11,7 +11,6 @@ import socket
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -19,7 +18,7 @@ from types import FrameType
 import optuna
 import sqlalchemy.exc
 
-from autotune import budget, cli, samplers, storage, summary, workers
+from autotune import budget, cli, loop, samplers, storage, summary, workers
 from autotune.config import CHECKPOINT_ENV, CHECKPOINT_EVERY_S, DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
@@ -229,9 +228,7 @@ def run_workers(study: optuna.Study, spec: StudySpec, args: argparse.Namespace) 
     def watchdog() -> None:
         # A killed worker's trial turns stale after the grace period: mark it failed now, so
         # the retry callback queues it (same params) for a live worker to resume.
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # no-op without heartbeats (journal)
+        loop.fail_stale_trials(study)  # no-op without heartbeats (journal)
 
     for _ in range(MAX_WORKER_ROUNDS):
         codes = workers.spawn([workers.worker_command(base, p) for p in placements],
@@ -311,9 +308,9 @@ def optimize(study: optuna.Study, spec: StudySpec, objective: Callable[[optuna.T
             if trial.state in FINISHED and bar is not None:
                 bar.update(1)
 
-        study.optimize(budget.guard(objective, spec.n_trials), n_trials=None,
-                       timeout=spec.timeout_s, catch=(Diverged, budget.Surplus),
-                       callbacks=[log_trial, stop], gc_after_trial=False)
+        loop.run_trials(study, budget.guard(objective, spec.n_trials),
+                        stop=lambda: stop.stopped, timeout_s=spec.timeout_s,
+                        catch=(Diverged, budget.Surplus), callbacks=[log_trial, stop])
     if stop.failed_out:
         _log(f"{prefix}error: stopped after {stop.n_failed} failed trials in a row; the reasons "
              "are on the lines above and in each trial's fail_reason")

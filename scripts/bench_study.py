@@ -270,10 +270,12 @@ def measure_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
 # (label, the calls it times: (module, attribute path) as looked up where they are called);
 # only the rows that contain `fit` (the whole trial, fit) include the trivial training
 TIMED: list[tuple[str, list[tuple[str, str]]]] = [
-    ("a trial, start to end (Optuna's _run_trial)", [("optuna.study._optimize", "_run_trial")]),
+    ("a trial, start to end (autotune.loop.run_trial)", [("autotune.loop", "run_trial")]),
     ("  ask: queued-trial check, trial creation", [("optuna.study.study", "Study.ask")]),
     ("    trial creation (storage)", [
         ("autotune.batched", "BatchedRDBStorage._create_new_trial")]),
+    ("  first heartbeat", [("autotune.batched", "BatchedRDBStorage.record_heartbeat")]),
+    ("  budget counts (surplus guard, stop check)", [("autotune.budget", "n_claimed")]),
     ("  suggest_* (TPE sampling inside)", [("autotune.space", "suggest")]),
     ("    TPE: search space + sampling", [
         ("optuna.samplers", "TPESampler.infer_relative_search_space"),
@@ -283,14 +285,14 @@ TIMED: list[tuple[str, list[tuple[str, str]]]] = [
     ("  model construction", [("autotune.objective", "build_model")]),
     ("  fit (training, evaluation, optimizer)", [("autotune.objective", "fit")]),
     ("    optimizer construction", [("autotune.train", "build_optimizer")]),
-    ("    evaluation (1 example per epoch)", [("autotune.train", "evaluate")]),
     ("  report + should_prune", [("optuna.trial", "Trial.report"),
                                  ("optuna.trial", "Trial.should_prune")]),
     ("  learning curve + weights upload", [("autotune.artifacts", "upload_json"),
                                            ("autotune.artifacts", "upload_weights")]),
     ("  storage writes (batched, incl. the finish)", [
         ("autotune.batched", "BatchedRDBStorage._write")]),
-    ("  tell (finishing the trial)", [("optuna.study._optimize", "_tell_with_warning")]),
+    ("  tell (finishing the trial)", [("optuna.study.study", "Study.tell")]),
+    ("stale-trial checks (every 10 s)", [("autotune.loop", "fail_stale_trials")]),
 ]
 
 

@@ -1,0 +1,86 @@
+"""This process's trials, one after another: `run_trials(study, objective, ...)`.
+
+What `study.optimize` does for one process (ask, run the objective, tell, callbacks, stop,
+timeout, Ctrl-C), with less bookkeeping per trial:
+  - one heartbeat thread for the process (`autotune.heartbeat`), not one per trial;
+  - trials left running by dead workers are looked for every heartbeat interval, not
+    before every trial (one query each; a dead trial waits a grace period of 30 s anyway);
+  - callbacks get the finished trial as `tell` returned it, not two more copies of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import optuna
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.heartbeat import Heartbeat
+
+Objective = Callable[[optuna.Trial], float]
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def run_trials(study: optuna.Study, objective: Objective, *, stop: Callable[[], bool],
+               timeout_s: float | None = None, catch: tuple[type[Exception], ...] = (),
+               callbacks: Sequence[Callback] = ()) -> None:
+    """Run trials until `stop()` is true after a trial, or `timeout_s` seconds have passed.
+
+    A trial whose objective raises `optuna.TrialPruned` is pruned; one that raises an
+    exception is failed, and the exception propagates unless it is one of `catch`; Ctrl-C
+    fails the running trial and propagates. Callbacks run after each trial, in order.
+    """
+    storage = study._storage
+    heartbeat = (Heartbeat(storage, storage.get_heartbeat_interval())  # type: ignore[arg-type]
+                 if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+                 else None)
+    started = time.monotonic()
+    next_stale_check = started
+    study._thread_local.in_optimize_loop = True  # as study.optimize: ask() expects heartbeats
+    try:
+        while timeout_s is None or time.monotonic() - started < timeout_s:
+            if heartbeat is not None and time.monotonic() >= next_stale_check:
+                fail_stale_trials(study)
+                next_stale_check = time.monotonic() + heartbeat.interval_s
+            trial = run_trial(study, objective, catch, heartbeat)
+            for callback in callbacks:
+                callback(study, trial)
+            if stop():
+                break
+    finally:
+        study._thread_local.in_optimize_loop = False
+        storage.remove_session()
+
+
+def run_trial(study: optuna.Study, objective: Objective, catch: tuple[type[Exception], ...],
+              heartbeat: Heartbeat | None) -> FrozenTrial:
+    """Ask for a trial, run the objective on it and tell the outcome; the finished trial."""
+    trial = study.ask()
+    value: float | None = None
+    state: TrialState | None = None  # None: complete, if the value is a number
+    error: BaseException | None = None
+    beating = heartbeat.beating(trial._trial_id) if heartbeat else contextlib.nullcontext()
+    with beating:
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except (Exception, KeyboardInterrupt) as exc:
+            state, error = TrialState.FAIL, exc
+    with warnings.catch_warnings():  # a NaN value fails the trial; the trial line says so
+        warnings.simplefilter("ignore", UserWarning)
+        finished = study.tell(trial, value, state)
+    if error is not None and not isinstance(error, catch):
+        raise error
+    return finished
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the trials whose worker stopped beating (and queue their retries)."""
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
