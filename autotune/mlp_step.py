@@ -15,7 +15,6 @@ fit's run: same masks, same gradients up to float rounding (tests/test_mlp_step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TypeGuard, TypeVar
 
 import torch
@@ -25,12 +24,10 @@ from torch import Tensor, nn
 from autotune.config import TrainConfig
 from autotune.models import Dropout
 
-# (inputs (B, C, H, W), labels (B,)) -> the batch's mean loss, detached; grads left in p.grad
-Step = Callable[[Tensor, Tensor], Tensor]
 M = TypeVar("M", bound=nn.Module)
 
 
-def mlp_step(model: nn.Module, cfg: TrainConfig) -> Step | None:
+def mlp_step(model: nn.Module, cfg: TrainConfig) -> WrittenOutStep | None:
     """The written-out step for `model` if it is one of `build_mlp`'s networks, else None.
 
     Only for the plain float32 fit on the CPU (elsewhere the autograd step is kept: on a GPU
@@ -67,7 +64,7 @@ def mlp_step(model: nn.Module, cfg: TrainConfig) -> Step | None:
     if len(dropouts) != len(linears) - 1 or any(
             p.device.type != "cpu" or not p.requires_grad for p in model.parameters()):
         return None
-    return _WrittenOutStep(model, linears, dropouts, cfg.label_smoothing)
+    return WrittenOutStep(model, linears, dropouts, cfg.label_smoothing)
 
 
 def _exactly(layer: nn.Module, cls: type[M]) -> TypeGuard[M]:
@@ -75,8 +72,9 @@ def _exactly(layer: nn.Module, cls: type[M]) -> TypeGuard[M]:
     return type(layer) is cls
 
 
-class _WrittenOutStep:
-    """Forward, loss and backward of one batch with the gradients computed by hand."""
+class WrittenOutStep:
+    """Forward, loss and backward of one batch with the gradients computed by hand; and the
+    evaluation forward (no dropout), without the module calls and mode switches."""
 
     def __init__(self, model: nn.Module, linears: list[nn.Linear], dropouts: list[float],
                  label_smoothing: float) -> None:
@@ -100,6 +98,22 @@ class _WrittenOutStep:
         for p, grad in self.params_and_grads:
             p.grad = grad
         return loss
+
+    def accuracy(self, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+        """What `train.evaluate(model, x, y)` gives: the model in eval mode (dropout off),
+        the same matrix products, for ~1/4 of its Python work on a small validation set."""
+        if len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"x and y must be non-empty and equally long, got {len(x)=}, "
+                             f"{len(y)=}")
+        n_correct = torch.zeros((), dtype=torch.long, device=y.device)
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                a = x[start : start + batch_size].flatten(1)
+                for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
+                    a = torch.addmm(bias, a, weight.t()).relu_()
+                logits = torch.addmm(self.biases[-1], a, self.weights[-1].t())
+                n_correct += (logits.argmax(dim=1) == y[start : start + batch_size]).sum()
+        return n_correct.item() / len(x)
 
     def _forward_backward(self, x: Tensor, labels: Tensor) -> Tensor:
         # forward: a_k = input of layer k, masks[k] = d a_{k+1} / d pre_k (ReLU and dropout)

@@ -345,8 +345,11 @@ def fit(
         if not per_batch:
             scheduler.step()
 
-        with autocast(device, cfg):
-            val_accuracy = evaluate(forward, x_val, y_val)
+        if written_out is not None:
+            val_accuracy = written_out.accuracy(x_val, y_val)
+        else:
+            with autocast(device, cfg):
+                val_accuracy = evaluate(forward, x_val, y_val)
         result = EpochResult(epoch, train_loss, val_accuracy, lr, seconds)
         epochs.append(result)
         if on_epoch is not None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from autotune.config import TrainConfig
 from autotune.mlp_step import mlp_step
 from autotune.models import build_model
-from autotune.train import fit
+from autotune.train import evaluate, fit
 
 SHAPE = (1, 6, 6)
 N_CLASSES = 5
@@ -124,3 +124,21 @@ def test_written_out_step_refuses_a_model_in_eval_mode() -> None:
     model.eval()
     with pytest.raises(RuntimeError, match="model.train"):
         step(X[:4], Y[:4])
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_written_out_accuracy_is_evaluates_accuracy_in_eval_mode(depth: int) -> None:
+    cfg = TrainConfig(model="mlp", depth=depth, width=16, dropout=0.4, batch_size=20,
+                      max_epochs=2, lr=0.05, seed=2)
+    model = build_model(cfg, SHAPE, N_CLASSES)
+    fit(model, X, Y, X_VAL, Y_VAL, cfg)  # trained a little: not every answer the same
+    step = mlp_step(model, cfg)
+    assert step is not None
+    model.train()
+    for batch_size in (1024, 7):  # one chunk, and several with a partial last one
+        expected = evaluate(model, X_VAL, Y_VAL, batch_size=batch_size)
+        assert step.accuracy(X_VAL, Y_VAL, batch_size=batch_size) == expected
+    assert 0.0 < expected < 1.0
+    assert model.training  # left as it was
+    with pytest.raises(ValueError, match="equally long"):
+        step.accuracy(X_VAL, Y_VAL[:3])
