@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -44,10 +44,11 @@ from optuna.distributions import BaseDistribution
 # Optuna's own per-value writers (the *_without_commit methods) run here several to a
 # transaction; these internals are unchanged from Optuna 3.0 to 5.0.
 from optuna.storages._rdb import models
-from optuna.storages._rdb.models import NOT_FOUND_MSG
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune import trial_sql
+from autotune.listing import ListingPolicy
 from autotune.resilient import ResilientRDBStorage, _retrying
 
 FLUSH_EVERY_S = float(os.environ.get("AUTOTUNE_FLUSH_EVERY_S", "1.0"))
@@ -133,6 +134,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
         self._flush_lock = threading.Lock()  # one flush at a time: writes keep their order
         self._flush_every_s = flush_every_s
         self._flusher: threading.Thread | None = None
+        self._listing = ListingPolicy()  # when listings may leave other processes out
 
     # --- buffered writes ----------------------------------------------------------------
 
@@ -162,7 +164,10 @@ class BatchedRDBStorage(ResilientRDBStorage):
         the next listing (Optuna's check for queued trials reads it back right away)."""
         if not state.is_finished():  # WAITING -> RUNNING (a queued trial taken): as Optuna does
             self.flush(trial_id)
-            return bool(super().set_trial_state_values(trial_id, state, values))
+            taken = bool(super().set_trial_state_values(trial_id, state, values))
+            if taken and state == TrialState.RUNNING:
+                self._run_here(super().get_trial(trial_id))  # as stored, start time included
+            return taken
         try:
             with self._flush_lock:
                 try:
@@ -195,35 +200,30 @@ class BatchedRDBStorage(ResilientRDBStorage):
                           template_trial: FrozenTrial | None = None) -> FrozenTrial:
         created = (self._create_running_trial(study_id) if template_trial is None
                    else super()._create_new_trial(study_id, template_trial))
+        self._listing.created(study_id, created.number)
         if created.state == TrialState.RUNNING:
-            # the rows a template gave it: the only ones a write may have to replace so far
-            stored = _StoredKeys(set(created.user_attrs), set(created.system_attrs),
-                                 set(created.intermediate_values))
-            with self._pending_lock:
-                self._own[created._trial_id] = _Own(study_id, copy.deepcopy(created),
-                                                    _Pending(), stored)
+            self._run_here(created, study_id)
         return created
+
+    def _run_here(self, trial: FrozenTrial, study_id: int | None = None) -> None:
+        """Serve a running trial this process runs (created here, or a queued one it took)
+        from memory from now on: no other process writes to it."""
+        if study_id is None:
+            with self.engine.connect() as connection:
+                study_id = trial_sql.study_of(connection, trial._trial_id)
+        # the rows a template gave it: the only ones a write may have to replace so far
+        stored = _StoredKeys(set(trial.user_attrs), set(trial.system_attrs),
+                             set(trial.intermediate_values))
+        with self._pending_lock:
+            self._own[trial._trial_id] = _Own(study_id, copy.deepcopy(trial), _Pending(), stored)
 
     @_retrying
     def _create_running_trial(self, study_id: int) -> FrozenTrial:
         """A new running trial, as RDBStorage._create_new_trial creates one without a
-        template (the study locked while its trials are counted for the number), through
-        three plain statements instead of the ORM's unit of work."""
-        trials, studies = models.TrialModel.__table__, models.StudyModel.__table__
+        template, in plain statements (trial_sql) instead of the ORM's unit of work."""
         with _create_scoped_session(self.scoped_session) as session:
-            connection = session.connection()
-            if connection.scalar(sqlalchemy.select(studies.c.study_id).where(
-                    studies.c.study_id == study_id).with_for_update()) is None:
-                raise KeyError(NOT_FOUND_MSG)
-            start = datetime.now()
-            trial_id = connection.execute(sqlalchemy.insert(trials).values(
-                study_id=study_id, number=None, state=TrialState.RUNNING,
-                datetime_start=_to_utc(start))).inserted_primary_key[0]  # type: ignore[index]
-            number = int(connection.scalar(sqlalchemy.select(
-                sqlalchemy.func.count(trials.c.trial_id)).where(
-                    trials.c.study_id == study_id, trials.c.trial_id < trial_id)) or 0)
-            connection.execute(sqlalchemy.update(trials).where(
-                trials.c.trial_id == trial_id).values(number=number))
+            trial_id, number, start = trial_sql.create_running_trial(session.connection(),
+                                                                     study_id)
         return FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None,
                            datetime_start=start, datetime_complete=None, params={},
                            distributions={}, user_attrs={}, system_attrs={},
@@ -232,13 +232,8 @@ class BatchedRDBStorage(ResilientRDBStorage):
     @_retrying
     def record_heartbeat(self, trial_id: int) -> None:
         """As RDBStorage.record_heartbeat (the database's clock), in plain statements."""
-        beats = models.TrialHeartbeatModel.__table__
-        now = sqlalchemy.func.current_timestamp()
         with self.engine.begin() as connection:
-            if connection.execute(sqlalchemy.update(beats).where(
-                    beats.c.trial_id == trial_id).values(heartbeat=now)).rowcount:
-                return
-            connection.execute(sqlalchemy.insert(beats).values(trial_id=trial_id, heartbeat=now))
+            trial_sql.record_heartbeat(connection, trial_id)
 
     # --- reads see the buffer -----------------------------------------------------------
 
@@ -262,11 +257,17 @@ class BatchedRDBStorage(ResilientRDBStorage):
         epoch and ~3 times per trial): the unfinished trials and those newer than the last
         finished one. Optuna answers with one ORM query of 6 statements, ~1.5-4 ms on SQLite
         here even when it finds nothing. Here one plain SELECT of ids says what there is; the
-        trials running in this process come from memory, and only the others are loaded."""
+        trials running in this process come from memory, and only the others are loaded; and
+        within LIST_EVERY_S of the last such SELECT, mostly, memory alone answers (see
+        autotune.listing for when)."""
+        started_at = time.monotonic()
         if trial_id_greater_than < 0 or len(included_trial_ids) > _MAX_IN_LIST:
             # the first read of a study (every trial), or very many unfinished trials
-            return [self._with_pending(t) for t in super()._get_trials(
+            trials = [self._with_pending(t) for t in super()._get_trials(
                 study_id, states, included_trial_ids, trial_id_greater_than)]
+            if states is None:
+                self._listing.asked_database(study_id, (t.number for t in trials), started_at)
+            return trials
 
         def wanted(trial_id: int, trial: FrozenTrial) -> bool:
             return ((trial_id in included_trial_ids or trial_id > trial_id_greater_than)
@@ -279,10 +280,15 @@ class BatchedRDBStorage(ResilientRDBStorage):
                 if finished_study == study_id and wanted(trial_id, trial):
                     own[trial_id] = copy.deepcopy(trial)
                     del self._finished[trial_id]  # Optuna's cache keeps finished trials itself
+        if states is None and self._listing.may_skip_database(study_id):
+            return sorted(own.values(), key=lambda t: t._trial_id)  # see autotune.listing
         others = self._trial_ids(study_id, states, included_trial_ids - set(own),
                                  trial_id_greater_than, exclude=set(own), must_exist=not own)
         loaded = [self._with_pending(t) for t in self._load_trials(others)] if others else []
-        return sorted(loaded + list(own.values()), key=lambda t: t._trial_id)
+        listed = sorted(loaded + list(own.values()), key=lambda t: t._trial_id)
+        if states is None:
+            self._listing.asked_database(study_id, (t.number for t in listed), started_at)
+        return listed
 
     @_retrying
     def _trial_ids(self, study_id: int, states: Container[TrialState] | None,
@@ -291,23 +297,12 @@ class BatchedRDBStorage(ResilientRDBStorage):
         """Ids of the study's trials in `states` (None: any) that are in `included_trial_ids`
         or newer than `trial_id_greater_than`, less `exclude`; KeyError if `must_exist` and
         the study does not (as Optuna's own listing)."""
-        trials = models.TrialModel.__table__
         included = [i for i in included_trial_ids if i <= trial_id_greater_than]
-        newer = trials.c.trial_id > trial_id_greater_than
-        query = sqlalchemy.select(trials.c.trial_id).where(
-            trials.c.study_id == study_id,
-            sqlalchemy.or_(trials.c.trial_id.in_(included), newer) if included else newer)
-        if states is not None:
-            query = query.where(trials.c.state.in_(list(states)))  # type: ignore[call-overload]
-        if exclude:
-            query = query.where(trials.c.trial_id.notin_(exclude))
         with self.engine.connect() as connection:
-            ids = list(connection.scalars(query.order_by(trials.c.trial_id)))
-            if not ids and must_exist:
-                studies = models.StudyModel.__table__
-                if connection.scalar(sqlalchemy.select(studies.c.study_id).where(
-                        studies.c.study_id == study_id)) is None:
-                    raise KeyError(f"No study with study_id {study_id} exists.")
+            ids = trial_sql.list_trial_ids(connection, study_id, states,  # type: ignore[arg-type]
+                                           included, trial_id_greater_than, exclude)
+            if not ids and must_exist and not trial_sql.study_exists(connection, study_id):
+                raise KeyError(f"No study with study_id {study_id} exists.")
         return ids
 
     @_retrying
@@ -334,16 +329,8 @@ class BatchedRDBStorage(ResilientRDBStorage):
     def count_claimed(self, study_id: int, before: int | None = None) -> int:
         """Finished (complete or pruned) trials plus running ones numbered below `before`
         (all running ones if None): one COUNT query instead of reading every trial."""
-        trials = models.TrialModel.__table__
-        running = trials.c.state == TrialState.RUNNING
-        if before is not None:
-            running = sqlalchemy.and_(running, trials.c.number < before)
-        query = sqlalchemy.select(sqlalchemy.func.count(trials.c.trial_id)).where(
-            trials.c.study_id == study_id,
-            sqlalchemy.or_(trials.c.state.in_([TrialState.COMPLETE, TrialState.PRUNED]),
-                           running))
         with self.engine.connect() as connection:
-            return int(connection.scalar(query) or 0)
+            return trial_sql.count_claimed(connection, study_id, before)
 
     # --- flushing -----------------------------------------------------------------------
 
@@ -390,21 +377,18 @@ class BatchedRDBStorage(ResilientRDBStorage):
                ) -> tuple[datetime, datetime] | None:
         """One transaction: the trial checked once, then per table a delete of the keys that
         may already be stored and one multi-row insert (an upsert of them all at once: no
-        other process writes a running trial's rows); then, with `finish`, the trial's values
-        and finished state, as RDBStorage.set_trial_state_values writes them. Returns the
-        stored start and end times of a finished trial (MariaDB keeps whole seconds)."""
-        insert = sqlalchemy.insert
+        other process writes a running trial's rows); with `finish`, last, its values and
+        finished state, on the condition that it is still unfinished (which checks it: the
+        transaction is rolled back otherwise). Returns the stored start and end times of a
+        trial created and finished here."""
         with self._pending_lock:
             own = self._own.get(trial_id)
         known = own.stored if own else None  # None: not created here, may have any rows
-        trials = models.TrialModel.__table__
         with _create_scoped_session(self.scoped_session) as session:
             connection = session.connection()  # plain statements: no ORM bookkeeping per row
-            query = sqlalchemy.select(trials.c.state).where(trials.c.trial_id == trial_id)
-            state = connection.scalar(query.with_for_update() if finish else query)
-            if state is None:
-                raise KeyError(NOT_FOUND_MSG)
-            self.check_trial_is_updatable(trial_id, state)
+            if finish is None:  # with `finish`, finishing it checks it (and locks its row)
+                self.check_trial_is_updatable(trial_id,
+                                              trial_sql.trial_state(connection, trial_id))
             params = []
             for name, (internal, distribution, previous) in pending.params.items():
                 if previous is None:  # the first of its name in this process: check the study
@@ -415,70 +399,33 @@ class BatchedRDBStorage(ResilientRDBStorage):
                 params.append({"trial_id": trial_id, "param_name": name,
                                "param_value": internal, "distribution_json":
                                optuna.distributions.distribution_to_json(distribution)})
-            if params:
-                connection.execute(insert(models.TrialParamModel), params)
-            for model_cls, attrs, stored in (
-                    (models.TrialUserAttributeModel, pending.user_attrs,
-                     None if known is None else known.user_attrs),
-                    (models.TrialSystemAttributeModel, pending.system_attrs,
-                     None if known is None else known.system_attrs)):
-                if not attrs:
-                    continue
-                replaced = list(attrs) if stored is None else [k for k in attrs if k in stored]
-                if replaced:
-                    connection.execute(sqlalchemy.delete(model_cls).where(
-                        model_cls.trial_id == trial_id, model_cls.key.in_(replaced)))
-                connection.execute(insert(model_cls), [
-                    {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                    for key, value in attrs.items()])
+            trial_sql.insert_params(connection, params)
+            for system, attrs, stored in (
+                    (False, pending.user_attrs, None if known is None else known.user_attrs),
+                    (True, pending.system_attrs, None if known is None else known.system_attrs)):
+                trial_sql.replace_attrs(connection, trial_id, system, attrs, attrs if (
+                    stored is None) else (k for k in attrs if k in stored))
             values = pending.intermediate_values
-            if values:
-                value_cls = models.TrialIntermediateValueModel
-                stored_steps = known.intermediate_values if known else None
-                replaced_steps = list(values) if stored_steps is None else [
-                    step for step in values if step in stored_steps]
-                if replaced_steps:
-                    connection.execute(sqlalchemy.delete(value_cls).where(
-                        value_cls.trial_id == trial_id, value_cls.step.in_(replaced_steps)))
-                rows = []
-                for step, value in values.items():
-                    stored_value, value_type = value_cls.intermediate_value_to_stored_repr(value)
-                    rows.append({"trial_id": trial_id, "step": step,
-                                 "intermediate_value": stored_value,
-                                 "intermediate_value_type": value_type})
-                connection.execute(insert(value_cls), rows)
-            times = None if finish is None else self._finish_without_commit(
-                connection, trial_id, *finish)
+            stored_steps = None if known is None else known.intermediate_values
+            trial_sql.replace_intermediate_values(connection, trial_id, values, values if (
+                stored_steps is None) else (step for step in values if step in stored_steps))
+            times = None
+            if finish is not None:
+                complete = trial_sql.finish(connection, trial_id, *finish,
+                                            may_have_values=own is None or (
+                                                own.created.values is not None))
+                if complete is None:  # finished meanwhile (declared dead?), or missing: raises
+                    self.check_trial_is_updatable(trial_id,
+                                                  trial_sql.trial_state(connection, trial_id))
+            if finish is not None and own is not None:
+                times = ((own.created.datetime_start, complete)
+                         if trial_sql.keeps_microseconds(connection.dialect)
+                         else trial_sql.stored_times(connection, trial_id))
         if known is not None:  # committed: these rows exist now
             known.user_attrs.update(pending.user_attrs)
             known.system_attrs.update(pending.system_attrs)
             known.intermediate_values.update(values)
-        return times
-
-    @staticmethod
-    def _finish_without_commit(connection: sqlalchemy.engine.Connection, trial_id: int,
-                               state: TrialState, values: Any) -> tuple[datetime, datetime]:
-        """Store a trial's objective values and finished state, as set_trial_state_values
-        does; returns its start and end times as stored (MariaDB's DATETIME drops the
-        microseconds)."""
-        if values is not None:
-            value_cls = models.TrialValueModel
-            connection.execute(sqlalchemy.delete(value_cls).where(
-                value_cls.trial_id == trial_id))
-            rows = []
-            for objective, value in enumerate(values):
-                stored, value_type = value_cls.value_to_stored_repr(value)
-                rows.append({"trial_id": trial_id, "objective": objective,
-                             "value": stored, "value_type": value_type})
-            if rows:
-                connection.execute(sqlalchemy.insert(value_cls), rows)
-        trials = models.TrialModel.__table__
-        connection.execute(sqlalchemy.update(trials).where(trials.c.trial_id == trial_id).values(
-            state=state, datetime_complete=_to_utc(datetime.now())))
-        start, complete = connection.execute(sqlalchemy.select(
-            trials.c.datetime_start, trials.c.datetime_complete).where(
-                trials.c.trial_id == trial_id)).one()
-        return _from_utc(start), _from_utc(complete)
+        return times  # type: ignore[return-value]
 
     def _buffer(self, trial_id: int, add: Callable[[_Pending], None]) -> None:
         with self._pending_lock:
@@ -515,16 +462,6 @@ class BatchedRDBStorage(ResilientRDBStorage):
                 except Exception as exc:  # the trial's own flush will raise it, if it stays
                     print(f"storage: background write of trial id {trial_id} failed ({exc}); "
                           "retrying", file=sys.stderr, flush=True)
-
-
-def _to_utc(local: datetime) -> datetime:
-    """A naive local time as Optuna stores it: naive UTC (models.TrialModel.datetime_start)."""
-    return local.astimezone(UTC).replace(tzinfo=None)
-
-
-def _from_utc(stored: datetime) -> datetime:
-    """A stored naive UTC time as Optuna reads it back: naive local time."""
-    return stored.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
 
 
 def batched_backend(storage: optuna.storages.BaseStorage) -> BatchedRDBStorage | None:
