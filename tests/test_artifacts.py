@@ -1,12 +1,17 @@
-"""Checkpoints in the artifact store: a broken one is skipped, never fatal to a retry."""
+"""The artifact store: uploads as Optuna records them, and a broken checkpoint is skipped,
+never fatal to a retry."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import optuna
 import pytest
+import safetensors.torch
+import torch
 
-from autotune import artifacts
+from autotune import artifacts, storage
 from autotune.config import TrainConfig
 from autotune.models import build_model
 from autotune.train import fit
@@ -29,3 +34,42 @@ def test_a_checkpoint_cut_short_counts_as_none(tmp_path: Path,
     assert "is unreadable" in capsys.readouterr().err
     assert artifacts.load_checkpoint(store, "s", 4) is None  # none at all: no line
     assert capsys.readouterr().err == ""
+
+
+def test_uploads_are_recorded_as_optunas_upload_artifact_records_them(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=storage.open_storage(f"sqlite:///{tmp_path / 'a.db'}"),
+                                direction="maximize")
+    store = artifacts.open_store(tmp_path / "store")
+    ours, theirs = study.ask(), study.ask()
+    curve = [{"epoch": 1, "val_accuracy": 0.5}]
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    ids = {artifacts.LEARNING_CURVE: artifacts.upload_json(store, ours, artifacts.LEARNING_CURVE,
+                                                           curve),
+           artifacts.WEIGHTS: artifacts.upload_weights(store, ours, weights)}
+    for name, mimetype in ((artifacts.LEARNING_CURVE, "application/json"),
+                           (artifacts.WEIGHTS, "application/octet-stream")):
+        (tmp_path / name).write_bytes(b"x")
+        optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(tmp_path / name),
+                                         study_or_trial=theirs, mimetype=mimetype)
+    study_id = artifacts.upload_study_weights(store, study, weights)
+    for trial in (ours, theirs):
+        study.tell(trial, 0.5)
+    got = {m.filename: m for m in optuna.artifacts.get_all_artifact_meta(
+        study.trials[0], storage=study._storage)}
+    expected = {m.filename: m for m in optuna.artifacts.get_all_artifact_meta(
+        study.trials[1], storage=study._storage)}
+    assert got.keys() == expected.keys() == ids.keys()
+    for name, meta in got.items():
+        assert meta.artifact_id == ids[name]
+        assert (meta.mimetype, meta.encoding) == (expected[name].mimetype,
+                                                  expected[name].encoding)
+    (study_meta,) = optuna.artifacts.get_all_artifact_meta(study)
+    assert (study_meta.artifact_id, study_meta.filename) == (study_id, artifacts.FINAL_WEIGHTS)
+    out = tmp_path / "out"
+    optuna.artifacts.download_artifact(artifact_store=store, file_path=str(out),
+                                       artifact_id=ids[artifacts.WEIGHTS])
+    torch.testing.assert_close(safetensors.torch.load_file(out)["w"], weights["w"])
+    out.unlink()
+    optuna.artifacts.download_artifact(artifact_store=store, file_path=str(out),
+                                       artifact_id=ids[artifacts.LEARNING_CURVE])
+    assert json.loads(out.read_text()) == curve
