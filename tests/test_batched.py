@@ -195,6 +195,7 @@ def test_reads_of_a_trial_this_process_runs_match_the_database_after_each_flush(
 def test_listing_trials_reads_only_other_processes_trials_from_the_database(rdb_url):
     writer, study_id, mine = new_trial(rdb_url)
     writer._flush_every_s = 3600.0
+    writer._listing.every_s = 0.0  # every listing asks the database (no window: see below)
     write_some(writer, mine)
     other = optuna.storages.RDBStorage(storage._with_default_driver(rdb_url))
     finished = other.create_new_trial(study_id)
@@ -265,6 +266,7 @@ def test_a_study_run_here_reads_the_same_trials_as_another_process(rdb_url):
 
 def test_a_finished_trial_is_listed_from_memory_once_as_stored(rdb_url):
     writer, study_id, mine = new_trial(rdb_url)
+    writer._listing.every_s = 0.0
     write_some(writer, mine)
     writer.set_trial_state_values(mine, TrialState.COMPLETE, [0.75])
     statements = sql_statements(writer)
@@ -276,3 +278,34 @@ def test_a_finished_trial_is_listed_from_memory_once_as_stored(rdb_url):
     for field in ("state", "values", "params", "user_attrs", "system_attrs",
                   "intermediate_values", "datetime_start", "datetime_complete"):
         assert getattr(listed[0], field) == getattr(again[0], field), field
+
+
+def test_listings_within_the_window_answer_from_memory_until_others_created_trials(rdb_url):
+    writer, study_id, first = new_trial(rdb_url)
+    writer._listing.every_s = 3600.0
+    writer.set_trial_state_values(first, TrialState.COMPLETE, [0.5])
+    assert [t._trial_id for t in writer._get_trials(study_id, None, set(), -1)] == [first]
+    other = optuna.storages.RDBStorage(storage._with_default_driver(rdb_url))
+    theirs = other.create_new_trial(study_id)
+    other.set_trial_state_values(theirs, TrialState.COMPLETE, [0.7])
+    statements = sql_statements(writer)
+    assert writer._get_trials(study_id, None, set(), first) == []  # theirs: seen later
+    assert statements == []
+    mine = writer.create_new_trial(study_id)  # numbered after theirs: a gap, so the next asks
+    listed = writer._get_trials(study_id, None, set(), first)
+    assert [t._trial_id for t in listed] == [theirs, mine]
+    assert listed[0].state == TrialState.COMPLETE and listed[0].value == 0.7
+    statements.clear()
+    running = writer._get_trials(study_id, None, {mine}, theirs)  # no gap: memory again
+    assert [t._trial_id for t in running] == [mine] and statements == []
+    newest = writer.create_new_trial(study_id)  # the next number: still no gap
+    statements.clear()
+    assert [t._trial_id for t in writer._get_trials(study_id, None, {mine}, theirs)] == [
+        mine, newest]
+    assert statements == []
+    writer._listing.every_s = 0.0  # the window over: the database again
+    late = other.create_new_trial(study_id)
+    other.engine.dispose()
+    assert [t._trial_id for t in writer._get_trials(study_id, None, {mine, newest}, theirs)
+            ] == [mine, newest, late]
+    assert statements
