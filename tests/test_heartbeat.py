@@ -1,0 +1,54 @@
+"""One heartbeat thread per process: beats for the trial running now, and only for it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+
+from autotune.batched import BatchedRDBStorage
+from autotune.heartbeat import Heartbeat
+
+
+def beats(storage: BatchedRDBStorage) -> list[int]:
+    """Trial ids whose heartbeat each statement sent from now on wrote, in order."""
+    written: list[int] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "trial_heartbeats" in statement and not statement.lstrip().startswith("SELECT"):
+            written.append(parameters[-1] if isinstance(parameters, tuple) else parameters)
+
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", record)
+    return written
+
+
+def test_a_trial_beats_at_once_then_every_interval_and_not_after_it_ends(tmp_path: Path) -> None:
+    storage = BatchedRDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=1)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "h")
+    first, second = storage.create_new_trial(study_id), storage.create_new_trial(study_id)
+    heartbeat = Heartbeat(storage, interval_s=0.2)
+    written = beats(storage)
+    with heartbeat.beating(first):
+        assert written == [first, first]  # the first beat: an UPDATE finding no row, an INSERT
+        time.sleep(0.9)
+    n_during = len(written)
+    assert n_during >= 1 + 2 + 2  # ~4 more beats in 0.9 s, one UPDATE each
+    with heartbeat.beating(second):
+        time.sleep(0.5)
+    assert set(written[n_during:]) == {second}
+    n_after = len(written)
+    time.sleep(0.5)
+    assert len(written) == n_after  # no trial running: no beat
+    with sqlalchemy.create_engine(storage.engine.url).connect() as conn:
+        rows = dict(conn.execute(sqlalchemy.text(
+            "SELECT trial_id, heartbeat FROM trial_heartbeats")).all())
+    assert set(rows) == {first, second}
+
+
+def test_heartbeat_refuses_an_interval_that_is_not_positive(tmp_path: Path) -> None:
+    storage = BatchedRDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=1)
+    with pytest.raises(ValueError, match="interval_s must be > 0"):
+        Heartbeat(storage, interval_s=0)
