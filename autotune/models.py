@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autotune import rng
 from autotune.config import TrainConfig
 
 # (channels, height, width) of one input image, e.g. (1, 8, 8) for digits, (1, 28, 28) for MNIST
@@ -105,7 +106,7 @@ def build_model(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn
         raise ValueError(f"unknown model {cfg.model!r}; available: {available}")
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes=}")
-    torch.manual_seed(cfg.seed)
+    rng.seed(cfg.seed, torch.device("cpu"))  # built on the CPU
     return builder(cfg, input_shape, n_classes)
 
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LRScheduler, OneCycleLR
 
+from autotune import rng
 from autotune.augment import augment
 from autotune.config import DEVICES, TrainConfig
 from autotune.errors import Diverged, UsageError
@@ -293,7 +294,7 @@ def fit(
         )
     device = x_train.device
     keep_freed_memory()
-    torch.manual_seed(cfg.seed)
+    rng.seed(cfg.seed, device)
     model.to(device)
     optimizer = build_optimizer(model.parameters(), cfg)
     per_batch = cfg.schedule in PER_BATCH_SCHEDULES
