@@ -56,6 +56,7 @@ FLUSH_EVERY_S = float(os.environ.get("AUTOTUNE_FLUSH_EVERY_S", "1.0"))
 # IN lists) is used as it is.
 _MAX_IN_LIST = 500
 _MAX_FINISHED_KEPT = 100  # finished trials kept for a listing that never came
+_FRESH_BEAT_S = 1.0  # a heartbeat younger than this is not written again
 
 
 @dataclass
@@ -104,10 +105,18 @@ class _Own:
     created: FrozenTrial
     written: _Pending
     stored: _StoredKeys
+    beat_at: float | None = None  # time.monotonic() of the heartbeat written at its creation
 
     def current(self) -> FrozenTrial:
-        """The trial as it is now: a copy, which the caller may change."""
-        return self.written.apply_to(copy.deepcopy(self.created))
+        """The trial as it is now: a copy, which the caller may change (param values,
+        distributions and steps' values are not changed in place; attributes may be)."""
+        t = self.created
+        return self.written.apply_to(FrozenTrial(
+            number=t.number, state=t.state, value=None, values=copy.copy(t.values),
+            datetime_start=t.datetime_start, datetime_complete=t.datetime_complete,
+            params=dict(t.params), distributions=dict(t.distributions),
+            user_attrs=copy.deepcopy(t.user_attrs), system_attrs=copy.deepcopy(t.system_attrs),
+            intermediate_values=dict(t.intermediate_values), trial_id=t._trial_id))
 
 
 _Finish = tuple[TrialState, Any]  # the state a trial finishes in, and its values (or None)
@@ -198,14 +207,17 @@ class BatchedRDBStorage(ResilientRDBStorage):
 
     def _create_new_trial(self, study_id: int,
                           template_trial: FrozenTrial | None = None) -> FrozenTrial:
-        created = (self._create_running_trial(study_id) if template_trial is None
-                   else super()._create_new_trial(study_id, template_trial))
+        if template_trial is None:
+            created, beat_at = self._create_running_trial(study_id)
+        else:
+            created, beat_at = super()._create_new_trial(study_id, template_trial), None
         self._listing.created(study_id, created.number)
         if created.state == TrialState.RUNNING:
-            self._run_here(created, study_id)
+            self._run_here(created, study_id, beat_at)
         return created
 
-    def _run_here(self, trial: FrozenTrial, study_id: int | None = None) -> None:
+    def _run_here(self, trial: FrozenTrial, study_id: int | None = None,
+                  beat_at: float | None = None) -> None:
         """Serve a running trial this process runs (created here, or a queued one it took)
         from memory from now on: no other process writes to it."""
         if study_id is None:
@@ -215,23 +227,39 @@ class BatchedRDBStorage(ResilientRDBStorage):
         stored = _StoredKeys(set(trial.user_attrs), set(trial.system_attrs),
                              set(trial.intermediate_values))
         with self._pending_lock:
-            self._own[trial._trial_id] = _Own(study_id, copy.deepcopy(trial), _Pending(), stored)
+            self._own[trial._trial_id] = _Own(study_id, copy.deepcopy(trial), _Pending(), stored,
+                                              beat_at)
 
     @_retrying
-    def _create_running_trial(self, study_id: int) -> FrozenTrial:
+    def _create_running_trial(self, study_id: int) -> tuple[FrozenTrial, float | None]:
         """A new running trial, as RDBStorage._create_new_trial creates one without a
-        template, in plain statements (trial_sql) instead of the ORM's unit of work."""
+        template, in plain statements (trial_sql) instead of the ORM's unit of work; with
+        heartbeats on, its first heartbeat in the same transaction. Returns the trial and
+        when that heartbeat was written (time.monotonic())."""
+        beat_at = None
         with _create_scoped_session(self.scoped_session) as session:
-            trial_id, number, start = trial_sql.create_running_trial(session.connection(),
-                                                                     study_id)
+            connection = session.connection()
+            trial_id, number, start = trial_sql.create_running_trial(connection, study_id)
+            if self.heartbeat_interval:
+                trial_sql.first_heartbeat(connection, trial_id)
+                beat_at = time.monotonic()
         return FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None,
                            datetime_start=start, datetime_complete=None, params={},
                            distributions={}, user_attrs={}, system_attrs={},
-                           intermediate_values={}, trial_id=trial_id)
+                           intermediate_values={}, trial_id=trial_id), beat_at
 
     @_retrying
     def record_heartbeat(self, trial_id: int) -> None:
-        """As RDBStorage.record_heartbeat (the database's clock), in plain statements."""
+        """As RDBStorage.record_heartbeat (the database's clock), in plain statements. The
+        first call within a second of the beat written when the trial was created here writes
+        nothing (the trial loop beats as it starts a trial: a beat that recent says the same)."""
+        with self._pending_lock:
+            own = self._own.get(trial_id)
+            beat_at = None if own is None else own.beat_at
+            if own is not None:
+                own.beat_at = None  # only the first call is spared
+        if beat_at is not None and time.monotonic() - beat_at < _FRESH_BEAT_S:
+            return
         with self.engine.begin() as connection:
             trial_sql.record_heartbeat(connection, trial_id)
 
@@ -243,8 +271,8 @@ class BatchedRDBStorage(ResilientRDBStorage):
             if own is not None:  # running here: as created, plus every write made since
                 return own.current()
             finished = self._finished.get(trial_id)
-            if finished is not None:  # finished here just now (Optuna's tell reads it back)
-                return copy.deepcopy(finished[1])
+            if finished is not None:  # finished here just now (Optuna's tell reads it back);
+                return finished[1]  # not copied: finished trials are shared, as in Optuna's cache
         return self._with_pending(super().get_trial(trial_id))
 
     def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
@@ -278,8 +306,8 @@ class BatchedRDBStorage(ResilientRDBStorage):
                    if running.study_id == study_id and wanted(trial_id, running.created)}
             for trial_id, (finished_study, trial) in list(self._finished.items()):
                 if finished_study == study_id and wanted(trial_id, trial):
-                    own[trial_id] = copy.deepcopy(trial)
-                    del self._finished[trial_id]  # Optuna's cache keeps finished trials itself
+                    own[trial_id] = trial  # handed over: Optuna's cache keeps it from now on
+                    del self._finished[trial_id]
         if states is None and self._listing.may_skip_database(study_id):
             return sorted(own.values(), key=lambda t: t._trial_id)  # see autotune.listing
         others = self._trial_ids(study_id, states, included_trial_ids - set(own),

@@ -88,6 +88,11 @@ def create_running_trial(connection: sqlalchemy.Connection, study_id: int
     return trial_id, number, start
 
 
+def first_heartbeat(connection: sqlalchemy.Connection, trial_id: int) -> None:
+    """The heartbeat row of a trial that has none yet (one just created)."""
+    connection.execute(_FIRST_BEAT, {"b_trial_id": trial_id})
+
+
 def record_heartbeat(connection: sqlalchemy.Connection, trial_id: int) -> None:
     """The trial's heartbeat row set to the database's clock, as RDBStorage.record_heartbeat."""
     if not connection.execute(_BEAT, {"b_trial_id": trial_id}).rowcount:
