@@ -92,7 +92,8 @@ def remove_checkpoint(store: FileSystemArtifactStore, study_name: str, trial_num
 def upload_json(store: FileSystemArtifactStore, trial: optuna.Trial, name: str,
                 data: Any) -> str:
     """Attach a JSON document to a running trial (shown in the dashboard)."""
-    return _upload(store, trial, name, json.dumps(data, indent=1).encode(), "application/json")
+    # compact: with `indent`, json encodes in Python instead of C (~300 calls a learning curve)
+    return _upload(store, trial, name, json.dumps(data).encode(), "application/json")
 
 
 def upload_weights(store: FileSystemArtifactStore, owner: optuna.Trial | optuna.Study,

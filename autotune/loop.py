@@ -5,7 +5,7 @@ timeout, Ctrl-C), with less bookkeeping per trial:
   - one heartbeat thread for the process (`autotune.heartbeat`), not one per trial;
   - trials left running by dead workers are looked for every heartbeat interval, not
     before every trial (one query each; a dead trial waits a grace period of 30 s anyway);
-  - callbacks get the finished trial as `tell` returned it, not two more copies of it;
+  - callbacks get the finished trial as stored, not two more copies of it;
   - the objects made before the first trial (torch, Optuna, SQLAlchemy, the data: ~400,000)
     are frozen out of the cyclic garbage collector, whose full passes walked them all
     (~300 ms each, every few dozen trials here: ~3 ms a trial).
@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.heartbeat import Heartbeat
@@ -76,12 +77,12 @@ def run_trial(study: optuna.Study, objective: Objective, catch: tuple[type[Excep
             state = TrialState.PRUNED
         except (Exception, KeyboardInterrupt) as exc:
             state, error = TrialState.FAIL, exc
-    with warnings.catch_warnings():  # a NaN value fails the trial; the trial line says so
-        warnings.simplefilter("ignore", UserWarning)
-        finished = study.tell(trial, value, state)
+    # as study.optimize tells: a value that is not a number fails the trial without a warning
+    # (the trial line says so); the finished trial is read back uncopied (callbacks only read)
+    _tell_with_warning(study, trial, value, state, suppress_warning=True)
     if error is not None and not isinstance(error, catch):
         raise error
-    return finished
+    return study._storage.get_trial(trial._trial_id)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -44,7 +44,7 @@ class Objective:
         seed = int(inherited_seed) if inherited_seed is not None else trial_seed(
             self.spec, trial.number)
         cfg = space.suggest(trial, self.spec, seed=seed)
-        model = build_model(cfg, self.splits.input_shape, self.splits.n_classes).to(self.device)
+        model = build_model(cfg, self.splits.input_shape, self.splits.n_classes)  # fit moves it
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("n_parameters", count_parameters(model))
         trial.set_user_attr("device", str(self.device))
@@ -155,5 +155,6 @@ def record_epochs(trial: optuna.Trial, epochs: list[EpochResult], wall_s: float)
     train_s = sum(r.seconds for r in epochs)
     trial.set_user_attr("epochs_run", len(epochs))
     trial.set_user_attr("train_time_s", round(train_s, 3))
+    trial.set_user_attr("val_time_s", round(sum(r.val_seconds for r in epochs), 3))
     trial.set_user_attr("seconds_per_epoch", round(train_s / len(epochs), 4) if epochs else None)
     trial.set_user_attr("wall_time_s", round(wall_s, 3))

@@ -39,6 +39,7 @@ class EpochResult:
     val_accuracy: float  # in [0, 1]
     lr: float  # learning rate at the start of this epoch (per-batch schedules move it within)
     seconds: float  # training time of this epoch, evaluation excluded
+    val_seconds: float = 0.0  # time of this epoch's evaluation on the validation split
 
 
 @dataclass(frozen=True)
@@ -346,12 +347,14 @@ def fit(
         if not per_batch:
             scheduler.step()
 
+        val_start_s = time.perf_counter()
         if written_out is not None:
             val_accuracy = written_out.accuracy(x_val, y_val)
         else:
             with autocast(device, cfg):
                 val_accuracy = evaluate(forward, x_val, y_val)
-        result = EpochResult(epoch, train_loss, val_accuracy, lr, seconds)
+        result = EpochResult(epoch, train_loss, val_accuracy, lr, seconds,
+                             time.perf_counter() - val_start_s)
         epochs.append(result)
         if on_epoch is not None:
             on_epoch(result)
