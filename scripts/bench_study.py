@@ -287,7 +287,6 @@ TIMED: list[tuple[str, list[tuple[str, str]]]] = [
     ("    trial creation (storage)", [
         ("autotune.batched", "BatchedRDBStorage._create_new_trial")]),
     ("  first heartbeat", [("autotune.batched", "BatchedRDBStorage.record_heartbeat")]),
-    ("  budget counts (surplus guard, stop check)", [("autotune.budget", "n_claimed")]),
     ("  suggest_* (TPE sampling inside)", [("autotune.space", "suggest")]),
     ("    TPE: search space + sampling", [
         ("optuna.samplers", "TPESampler.infer_relative_search_space"),
@@ -303,7 +302,9 @@ TIMED: list[tuple[str, list[tuple[str, str]]]] = [
                                            ("autotune.artifacts", "upload_weights")]),
     ("  storage writes (batched, incl. the finish)", [
         ("autotune.batched", "BatchedRDBStorage._write")]),
-    ("  tell (finishing the trial)", [("optuna.study.study", "Study.tell")]),
+    ("  tell (finishing the trial)", [("autotune.loop", "_tell_with_warning")]),
+    ("budget counts (surplus guard in the trial, stop check after it)", [
+        ("autotune.budget", "n_claimed")]),
     ("stale-trial checks (every 10 s)", [("autotune.loop", "fail_stale_trials")]),
 ]
 
