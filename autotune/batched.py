@@ -56,7 +56,7 @@ FLUSH_EVERY_S = float(os.environ.get("AUTOTUNE_FLUSH_EVERY_S", "1.0"))
 # IN lists) is used as it is.
 _MAX_IN_LIST = 500
 _MAX_FINISHED_KEPT = 100  # finished trials kept for a listing that never came
-_FRESH_BEAT_S = 1.0  # a heartbeat younger than this is not written again
+_FRESH_BEAT_S = 1.0  # the loop's first beat is not written this soon after the creation's
 
 
 @dataclass
@@ -442,13 +442,14 @@ class BatchedRDBStorage(ResilientRDBStorage):
                 complete = trial_sql.finish(connection, trial_id, *finish,
                                             may_have_values=own is None or (
                                                 own.created.values is not None))
-                if complete is None:  # finished meanwhile (declared dead?), or missing: raises
+                if complete is None:  # finished meanwhile (declared dead?), or missing
                     self.check_trial_is_updatable(trial_id,
                                                   trial_sql.trial_state(connection, trial_id))
-            if finish is not None and own is not None:
-                times = ((own.created.datetime_start, complete)
-                         if trial_sql.keeps_microseconds(connection.dialect)
-                         else trial_sql.stored_times(connection, trial_id))
+                    raise AssertionError(f"trial id {trial_id} is unfinished yet not finished")
+                if own is not None:
+                    times = ((own.created.datetime_start, complete)
+                             if trial_sql.keeps_microseconds(connection.dialect)
+                             else trial_sql.stored_times(connection, trial_id))
         if known is not None:  # committed: these rows exist now
             known.user_attrs.update(pending.user_attrs)
             known.system_attrs.update(pending.system_attrs)
