@@ -23,7 +23,24 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-LIST_EVERY_S = float(os.environ.get("AUTOTUNE_LIST_EVERY_S", "0.5"))
+from autotune.errors import UsageError
+
+LIST_ENV = "AUTOTUNE_LIST_EVERY_S"
+LIST_EVERY_S = 0.5  # default of $AUTOTUNE_LIST_EVERY_S
+
+
+def list_every_s() -> float:
+    """$AUTOTUNE_LIST_EVERY_S, else LIST_EVERY_S; UsageError (one line) if it is not >= 0."""
+    text = os.environ.get(LIST_ENV)
+    if text is None:
+        return LIST_EVERY_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # NaN too
+        raise UsageError(f"${LIST_ENV} must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 @dataclass
@@ -36,7 +53,8 @@ class _Study:
 class ListingPolicy:
     """Tracks, per study, what this process knows of its trials (thread-safe)."""
 
-    def __init__(self, every_s: float = LIST_EVERY_S) -> None:
+    def __init__(self, every_s: float | None = None) -> None:
+        every_s = list_every_s() if every_s is None else every_s
         if every_s < 0:
             raise ValueError(f"every_s must be >= 0, got {every_s=}")
         self.every_s = every_s

@@ -18,7 +18,7 @@ from types import FrameType
 import optuna
 import sqlalchemy.exc
 
-from autotune import budget, cli, loop, samplers, storage, summary, workers
+from autotune import budget, cli, listing, loop, samplers, storage, summary, workers
 from autotune.config import CHECKPOINT_ENV, CHECKPOINT_EVERY_S, DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     spec = apply_flags(load_spec(args.study), args)
     checkpoint_every_s = checkpoint_every(args.checkpoint_every)
+    listing.list_every_s()  # a bad $AUTOTUNE_LIST_EVERY_S is refused before storage is touched
     # torch loads only now, so --help and bad input answer in well under a second of it.
     from autotune import artifacts
     from autotune.data import load_splits
