@@ -4,7 +4,8 @@ Optuna's `study.optimize` starts a thread for every trial, which records a heart
 starts and is joined when the trial ends (~2 ms of every trial, and its first write competes
 with the trial's own). Here one daemon thread lives as long as the process: `beating(trial_id)`
 records the trial's first heartbeat at once (a dead worker's trial is found stale only if it
-has one), then the thread records one every `interval_s` until the trial ends.
+has one; the batched storage wrote it already for a trial it just created), then the thread
+records one every `interval_s` until the trial ends.
 """
 
 from __future__ import annotations
