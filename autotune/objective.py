@@ -16,6 +16,7 @@ from autotune import artifacts, batched, peak_memory, samplers, space
 from autotune.config import CHECKPOINT_EVERY_S
 from autotune.data import Splits
 from autotune.errors import Diverged
+from autotune.loop import INTERRUPTED_ATTR
 from autotune.models import build_model, count_parameters
 from autotune.spec import StudySpec
 from autotune.train import EpochResult, TrainState, fit
@@ -84,11 +85,9 @@ class Objective:
             trial.set_user_attr("fail_reason", str(exc))
             raise
         except KeyboardInterrupt:
-            # keep the checkpoint: the next run requeues this trial and resumes it
+            # keep the checkpoint: the loop marks this trial interrupted, the next run requeues
+            # it and the retry resumes from there
             interrupted = True
-            trial.set_user_attr(INTERRUPTED_ATTR, True)
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); requeued by "
-                                "the next run")
             raise
         finally:
             record_epochs(trial, epochs, time.perf_counter() - started)
@@ -113,9 +112,6 @@ class Objective:
             trial.set_user_attr("resumed_from", {"trial": dead, "epoch": state.epoch})
             return state
         return None
-
-
-INTERRUPTED_ATTR = "interrupted"
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:

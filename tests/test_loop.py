@@ -3,6 +3,8 @@ the retry of a trial whose worker stopped beating."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -60,6 +62,73 @@ def test_an_uncaught_exception_or_ctrl_c_fails_the_trial_and_propagates(tmp_path
         loop.run_trials(study, interrupted, stop=lambda: False)
     assert [t.state for t in study.get_trials()] == [
         TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
+    cut = study.get_trials()[-1]
+    assert cut.user_attrs[loop.INTERRUPTED_ATTR] is True  # the next run requeues it
+    assert "interrupted" in cut.user_attrs["fail_reason"]
+    assert not study.get_trials()[2].user_attrs.get(loop.INTERRUPTED_ATTR)
+
+
+class SignalingSampler(optuna.samplers.RandomSampler):
+    """Sends this process SIGINT from inside ask() (`before_trial`) or the tell (`after_trial`)
+    of one trial, as a Ctrl-C pressed at that moment would."""
+
+    def __init__(self, when: str, trial_number: int, n_signals: int = 1) -> None:
+        super().__init__(seed=0)
+        self.when, self.trial_number, self.n_signals = when, trial_number, n_signals
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.when == "ask" and trial.number == self.trial_number:
+            self.send()
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                    state: TrialState, values: list[float] | None) -> None:
+        if self.when == "tell" and trial.number == self.trial_number:
+            self.send()
+
+    def send(self) -> None:
+        for _ in range(self.n_signals):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # the handler runs here, in this thread, before the next one
+
+
+def study_with(tmp_path: Path, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    return optuna.create_study(storage=storage.open_storage(f"sqlite:///{tmp_path / 'sig.db'}"),
+                               direction="maximize", sampler=sampler)
+
+
+def test_ctrl_c_while_a_trial_is_created_closes_it_as_interrupted(tmp_path):
+    study = study_with(tmp_path, SignalingSampler("ask", trial_number=1))
+    ran: list[int] = []
+
+    def objective_(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_trials(study, objective_, stop=lambda: False)
+    trials = study.get_trials()
+    assert ran == [0]  # the objective never started on the trial being created
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[1].user_attrs[loop.INTERRUPTED_ATTR] is True
+
+
+def test_ctrl_c_while_a_trial_is_finished_lets_it_finish_and_starts_no_other(tmp_path):
+    study = study_with(tmp_path, SignalingSampler("tell", trial_number=1))
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_trials(study, lambda trial: trial.suggest_float("x", 0.0, 1.0),
+                        stop=lambda: False)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[1].value == trials[1].params["x"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_second_ctrl_c_while_a_trial_is_created_stops_at_once(tmp_path):
+    study = study_with(tmp_path, SignalingSampler("ask", trial_number=0, n_signals=2))
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_trials(study, lambda trial: 1.0, stop=lambda: False)
+    # cut inside ask(): the trial stays RUNNING until the stale-trial check fails it
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
 
 
 def test_the_timeout_starts_no_trial_after_it(tmp_path):

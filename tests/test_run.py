@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -225,18 +226,40 @@ def test_help_explains_every_flag():
     assert "digits" in result.stdout and "exit codes" in result.stdout
 
 
+def running_trial_with_values(db: Path) -> int | None:
+    """The number of a RUNNING trial that has stored two epochs' values, if any (so its first
+    epoch's checkpoint, saved before the second epoch began, is stored too)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        row = conn.execute("SELECT t.number FROM trials t JOIN trial_intermediate_values v "
+                           "ON v.trial_id = t.trial_id WHERE t.state = 'RUNNING' "
+                           "GROUP BY t.number HAVING COUNT(*) >= 2").fetchone()
+    return None if row is None else int(row[0])
+
+
 def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_url, tmp_path):
+    # trials long enough (40 epochs, none pruned) that a Ctrl-C sent after a trial's first
+    # epoch lands inside its training, where it is cut short
     spec = write_study(tmp_path, FAST_STUDY.replace("max_epochs = 4", "max_epochs = 40")
-                       .replace("n_trials = 6", "n_trials = 50"), name="slow")
+                       .replace("n_trials = 6", "n_trials = 50")
+                       .replace('name = "median"\nn_startup_trials = 2\nn_warmup_steps = 0',
+                                'name = "none"')
+                       .replace("width = 32", "width = 256"), name="slow")
     proc = subprocess.Popen([sys.executable, "-m", "autotune.run", "--study", str(spec),
                              "--storage", sqlite_url, "--checkpoint-every", "0"], cwd=REPO,
-                            stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:  # wait until the first trial has finished
         if line.startswith("trial "):
             break
-    time.sleep(0.5)
+    else:
+        raise AssertionError(f"the run ended before its first trial: {proc.wait()=}")
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    deadline = time.monotonic() + 60
+    while (training := running_trial_with_values(db)) is None:
+        assert time.monotonic() < deadline and proc.poll() is None, "no trial started training"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -244,7 +267,8 @@ def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_u
     study = load(sqlite_url, "slow")
     assert all(t.state.name != "RUNNING" for t in study.trials)
     cut = [t for t in study.trials if t.user_attrs.get("interrupted")]
-    assert len(cut) == 1 and cut[0].state.name == "FAIL"
+    assert [(t.number, t.state.name) for t in cut] == [(training, "FAIL")]
+    assert cut[0].intermediate_values  # it had trained: the retry carries on from there
     n_finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     resumed = run_cli("--study", str(spec), "--storage", sqlite_url, "--n-trials",
                       str(n_finished + 1))
@@ -254,8 +278,7 @@ def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_u
     again = [t for t in study.trials if cut[0].number in t.system_attrs.get("retry_history", [])]
     assert len(again) == 1 and again[0].params == cut[0].params
     assert again[0].state.name in ("COMPLETE", "PRUNED")
-    if cut[0].intermediate_values:  # it had checkpointed: the retry carried on from there
-        assert again[0].user_attrs["resumed_from"]["trial"] == cut[0].number
+    assert again[0].user_attrs["resumed_from"]["trial"] == cut[0].number
 
 
 def write_idx_mnist(raw: Path, n_train: int = 120, n_test: int = 40) -> None:
