@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import threading
 import time
@@ -47,11 +46,11 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune import trial_sql
+from autotune import env, trial_sql
 from autotune.listing import ListingPolicy
 from autotune.resilient import ResilientRDBStorage, _retrying
 
-FLUSH_EVERY_S = float(os.environ.get("AUTOTUNE_FLUSH_EVERY_S", "1.0"))
+FLUSH_EVERY_S = 1.0  # default of $AUTOTUNE_FLUSH_EVERY_S
 # Past this many unfinished trials to list, Optuna's own query (with its fallback for long
 # IN lists) is used as it is.
 _MAX_IN_LIST = 500
@@ -128,10 +127,19 @@ def _as_stored(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def flush_every_s_from_env() -> float:
+    """Seconds between background flushes: $AUTOTUNE_FLUSH_EVERY_S (> 0), else FLUSH_EVERY_S."""
+    return env.seconds("AUTOTUNE_FLUSH_EVERY_S", FLUSH_EVERY_S, positive=True)
+
+
 class BatchedRDBStorage(ResilientRDBStorage):
     """RDB storage (with ResilientRDBStorage's reconnects) that batches a trial's writes."""
 
-    def __init__(self, *args: Any, flush_every_s: float = FLUSH_EVERY_S, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, flush_every_s: float | None = None, **kwargs: Any) -> None:
+        # settings from the environment are read before connecting: a bad one touches nothing
+        if flush_every_s is None:
+            flush_every_s = flush_every_s_from_env()
+        listing = ListingPolicy()
         super().__init__(*args, **kwargs)
         self._pending: dict[int, _Pending] = {}  # buffered, per trial id
         self._in_flight: dict[int, _Pending] = {}  # being written right now
@@ -143,7 +151,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
         self._flush_lock = threading.Lock()  # one flush at a time: writes keep their order
         self._flush_every_s = flush_every_s
         self._flusher: threading.Thread | None = None
-        self._listing = ListingPolicy()  # when listings may leave other processes out
+        self._listing = listing  # when listings may leave other processes out
 
     # --- buffered writes ----------------------------------------------------------------
 

@@ -17,13 +17,12 @@ database. A listing may leave those out, answering from memory alone, when
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from autotune.errors import UsageError
+from autotune import env
 
 LIST_ENV = "AUTOTUNE_LIST_EVERY_S"
 LIST_EVERY_S = 0.5  # default of $AUTOTUNE_LIST_EVERY_S
@@ -31,16 +30,7 @@ LIST_EVERY_S = 0.5  # default of $AUTOTUNE_LIST_EVERY_S
 
 def list_every_s() -> float:
     """$AUTOTUNE_LIST_EVERY_S, else LIST_EVERY_S; UsageError (one line) if it is not >= 0."""
-    text = os.environ.get(LIST_ENV)
-    if text is None:
-        return LIST_EVERY_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value >= 0:  # NaN too
-        raise UsageError(f"${LIST_ENV} must be a number of seconds >= 0, got {text!r}")
-    return value
+    return env.seconds(LIST_ENV, LIST_EVERY_S)
 
 
 @dataclass

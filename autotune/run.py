@@ -18,7 +18,7 @@ from types import FrameType
 import optuna
 import sqlalchemy.exc
 
-from autotune import budget, cli, listing, loop, samplers, storage, summary, workers
+from autotune import batched, budget, cli, env, listing, loop, samplers, storage, summary, workers
 from autotune.config import CHECKPOINT_ENV, CHECKPOINT_EVERY_S, DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     spec = apply_flags(load_spec(args.study), args)
     checkpoint_every_s = checkpoint_every(args.checkpoint_every)
-    listing.list_every_s()  # a bad $AUTOTUNE_LIST_EVERY_S is refused before storage is touched
+    check_environment()  # a bad setting is refused before storage is touched
     # torch loads only now, so --help and bad input answer in well under a second of it.
     from autotune import artifacts
     from autotune.data import load_splits
@@ -233,7 +233,7 @@ def run_workers(study: optuna.Study, spec: StudySpec, args: argparse.Namespace) 
 
     for _ in range(MAX_WORKER_ROUNDS):
         codes = workers.spawn([workers.worker_command(base, p) for p in placements],
-                              tick=watchdog, tick_s=storage.HEARTBEAT_S)
+                              tick=watchdog, tick_s=storage.heartbeat_s())
         for placement, code in zip(placements, codes, strict=True):
             if code < 0:
                 _log(f"worker w{placement.index} was killed by signal {-code}; its trial will "
@@ -245,7 +245,7 @@ def run_workers(study: optuna.Study, spec: StudySpec, args: argparse.Namespace) 
         # Workers stopped while a dead worker's trial still counted as running: wait until it
         # is stale, fail it (queueing its retry), and start another round.
         _log("a dead worker's trial is still marked running; retrying it once it is stale")
-        time.sleep(storage.GRACE_S + storage.HEARTBEAT_S)
+        time.sleep(storage.grace_s() + storage.heartbeat_s())
         watchdog()
     _log(f"error: {count_finished(study)} of {spec.n_trials} trials finished after "
          f"{MAX_WORKER_ROUNDS} rounds of workers; trials still marked running cannot be "
@@ -266,15 +266,15 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 def checkpoint_every(flag: float | None) -> float:
     """Seconds between checkpoints: the flag, else $AUTOTUNE_CHECKPOINT_EVERY_S, else 30."""
-    if flag is not None:
-        return flag
-    text = os.environ.get(CHECKPOINT_ENV)
-    if text is None:
-        return CHECKPOINT_EVERY_S
-    try:
-        return cli.non_negative_float(text)
-    except argparse.ArgumentTypeError as exc:
-        raise UsageError(f"${CHECKPOINT_ENV} {exc}") from None
+    return env.seconds(CHECKPOINT_ENV, CHECKPOINT_EVERY_S) if flag is None else flag
+
+
+def check_environment() -> None:
+    """Read every $AUTOTUNE_... number a run uses: UsageError (one line) for a bad one."""
+    listing.list_every_s()
+    batched.flush_every_s_from_env()
+    storage.heartbeat_s()
+    storage.grace_s()
 
 
 def apply_flags(spec: StudySpec, args: argparse.Namespace) -> StudySpec:

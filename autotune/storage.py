@@ -15,16 +15,17 @@ import optuna.storages.journal
 import sqlalchemy
 from sqlalchemy.engine import URL, make_url
 
+from autotune import env
 from autotune.batched import BatchedRDBStorage
 from autotune.errors import StorageError
 
 DEFAULT_URL = "sqlite:///autotune.db"  # relative to the working directory
 ENV_VAR = "AUTOTUNE_STORAGE"
 SQLITE_BUSY_TIMEOUT_S = 60  # wait this long for another process's write lock before failing
-# A running trial writes a heartbeat every HEARTBEAT_S; one silent for GRACE_S is stale: it is
-# marked failed and retried (same params, from its last checkpoint). RDB storages only.
-HEARTBEAT_S = int(os.environ.get("AUTOTUNE_HEARTBEAT_S", "10"))
-GRACE_S = int(os.environ.get("AUTOTUNE_GRACE_S", "30"))
+# A running trial writes a heartbeat every heartbeat_s(); one silent for grace_s() is stale: it
+# is marked failed and retried (same params, from its last checkpoint). RDB storages only.
+HEARTBEAT_S = 10  # default of $AUTOTUNE_HEARTBEAT_S
+GRACE_S = 30  # default of $AUTOTUNE_GRACE_S
 MAX_RETRY = 3  # retries of one trial whose workers keep dying
 SCHEMA_RACE_RETRIES = 5
 # Drivers installed with autotune; a bare dialect name would pick one that is not.
@@ -32,6 +33,16 @@ DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+p
                    "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
 FORMS = ("sqlite:///PATH.db, postgresql://USER@HOST/DB, mysql://USER@HOST/DB, "
          "journal:///PATH.log, redis://HOST:PORT")
+
+
+def heartbeat_s() -> int:
+    """Seconds between a running trial's heartbeats: $AUTOTUNE_HEARTBEAT_S, else HEARTBEAT_S."""
+    return env.whole_seconds("AUTOTUNE_HEARTBEAT_S", HEARTBEAT_S)
+
+
+def grace_s() -> int:
+    """Seconds of silence after which a trial is stale: $AUTOTUNE_GRACE_S, else GRACE_S."""
+    return env.whole_seconds("AUTOTUNE_GRACE_S", GRACE_S)
 
 
 def resolve_url(flag: str | None) -> str:
@@ -77,6 +88,7 @@ def _with_default_driver(url: str) -> str:
 
 
 def _open_rdb(url: str) -> BatchedRDBStorage:
+    heartbeat_interval, grace_period = heartbeat_s(), grace_s()  # bad ones: refused before
     # pool_pre_ping replaces connections a database restart has closed.
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -89,8 +101,8 @@ def _open_rdb(url: str) -> BatchedRDBStorage:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 rdb = BatchedRDBStorage(url, engine_kwargs=engine_kwargs,
-                                        heartbeat_interval=HEARTBEAT_S,
-                                        grace_period=GRACE_S, **_retry_callback())
+                                        heartbeat_interval=heartbeat_interval,
+                                        grace_period=grace_period, **_retry_callback())
             if url.startswith("sqlite"):
                 _commit_without_fsync_per_write(rdb.engine)
             return rdb

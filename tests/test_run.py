@@ -328,19 +328,23 @@ def test_start_from_configurations_are_the_first_trials_and_are_queued_once(
     assert trials[3].params["lr"] not in (0.003, 0.05)
 
 
-def test_a_bad_checkpoint_or_listing_interval_is_refused_in_one_line(sqlite_url, tmp_path):
+def test_a_bad_checkpoint_interval_flag_is_refused_in_one_line(sqlite_url):
     flag = run_cli("--study", "digits", "--storage", sqlite_url, "--checkpoint-every", "-1")
     assert flag.returncode == 2 and "--checkpoint-every: must be a number >= 0, got -1" in \
         flag.stderr
-    env = run_cli("--study", "digits", "--storage", sqlite_url,
-                  env={"AUTOTUNE_CHECKPOINT_EVERY_S": "often"})
-    assert env.returncode == 2
-    assert env.stderr.strip() == ("error: $AUTOTUNE_CHECKPOINT_EVERY_S must be a number >= 0, "
-                                  "got 'often'")
-    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # nothing was created
-    listing = run_cli("--study", "digits", "--storage", sqlite_url,
-                      env={"AUTOTUNE_LIST_EVERY_S": "-1"})
-    assert listing.returncode == 2
-    assert listing.stderr.strip() == ("error: $AUTOTUNE_LIST_EVERY_S must be a number of "
-                                      "seconds >= 0, got '-1'")
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
+
+
+@pytest.mark.parametrize(("name", "value", "wanted"), [
+    ("AUTOTUNE_CHECKPOINT_EVERY_S", "often", "a number of seconds >= 0"),
+    ("AUTOTUNE_LIST_EVERY_S", "-1", "a number of seconds >= 0"),
+    ("AUTOTUNE_FLUSH_EVERY_S", "0", "a number of seconds > 0"),
+    ("AUTOTUNE_HEARTBEAT_S", "1.5", "a whole number of seconds >= 1"),
+    ("AUTOTUNE_GRACE_S", "inf", "a whole number of seconds >= 1"),
+])
+def test_a_bad_setting_in_the_environment_is_refused_in_one_line_before_storage(
+        sqlite_url, name, value, wanted):
+    result = run_cli("--study", "digits", "--storage", sqlite_url, env={name: value})
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: ${name} must be {wanted}, got {value!r}"
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # nothing was created
