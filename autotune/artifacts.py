@@ -6,10 +6,11 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
 import safetensors.torch
@@ -41,9 +42,22 @@ def resolve_dir(flag: str | None, storage_url: str) -> Path:
     return Path("autotune-artifacts").absolute()
 
 
+class ReplacingArtifactStore(FileSystemArtifactStore):
+    """Optuna's file store, whose writes replace a file whole instead of rewriting it in
+    place: a write cut short (Ctrl-C, SIGTERM, a kill) leaves the previous file intact, so a
+    trial interrupted while it saves a checkpoint still resumes from the one before."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        final = self._get_filepath(artifact_id)  # Optuna's own check of the id
+        partial = final.with_name(f"{final.name}.partial")  # left over only by a cut write
+        with open(partial, "wb") as f:
+            shutil.copyfileobj(content_body, f)
+        os.replace(partial, final)  # atomic: readers see the old file or the new one
+
+
 def open_store(path: Path) -> FileSystemArtifactStore:
     path.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(path))
+    return ReplacingArtifactStore(str(path))
 
 
 def checkpoint_id(study_name: str, trial_number: int) -> str:
@@ -64,9 +78,9 @@ def load_checkpoint(store: FileSystemArtifactStore, study_name: str, trial_numbe
                     ) -> TrainState | None:
     """The last checkpoint of a trial, or None; never unpickles arbitrary objects.
 
-    A checkpoint that cannot be read (cut short by the crash or Ctrl-C it was to survive:
-    the store writes in place) counts as none, with a line on stderr, so the retry falls
-    back to an older checkpoint or a fresh start instead of failing."""
+    A checkpoint that cannot be read (damaged on disk, or written in place by a store other
+    than `open_store`'s and cut short) counts as none, with a line on stderr, so the retry
+    falls back to an older checkpoint or a fresh start instead of failing."""
     name = checkpoint_id(study_name, trial_number)
     try:
         with store.open_reader(name) as reader:

@@ -3,6 +3,7 @@ never fatal to a retry."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -34,6 +35,33 @@ def test_a_checkpoint_cut_short_counts_as_none(tmp_path: Path,
     assert "is unreadable" in capsys.readouterr().err
     assert artifacts.load_checkpoint(store, "s", 4) is None  # none at all: no line
     assert capsys.readouterr().err == ""
+
+
+class CutShort(io.BytesIO):
+    """A body whose reading is interrupted after its first chunk, as a Ctrl-C would."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell():
+            raise KeyboardInterrupt
+        return super().read(16)
+
+
+def test_a_checkpoint_write_cut_short_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    store = artifacts.open_store(tmp_path / "store")
+    cfg = TrainConfig(width=8, max_epochs=3, seed=1)
+    states = []
+    fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
+        on_checkpoint=states.append)
+    artifacts.save_checkpoint(store, "s", 3, states[0])
+    with pytest.raises(KeyboardInterrupt):
+        store.write(artifacts.checkpoint_id("s", 3), CutShort(b"x" * 1000))
+    loaded = artifacts.load_checkpoint(store, "s", 3)
+    assert loaded is not None and loaded.epoch == 1
+    artifacts.save_checkpoint(store, "s", 3, states[1])  # the next write replaces both files
+    loaded = artifacts.load_checkpoint(store, "s", 3)
+    assert loaded is not None and loaded.epoch == 2
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [
+        artifacts.checkpoint_id("s", 3)]
 
 
 def test_uploads_are_recorded_as_optunas_upload_artifact_records_them(tmp_path: Path) -> None:

@@ -278,7 +278,8 @@ def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_u
     again = [t for t in study.trials if cut[0].number in t.system_attrs.get("retry_history", [])]
     assert len(again) == 1 and again[0].params == cut[0].params
     assert again[0].state.name in ("COMPLETE", "PRUNED")
-    assert again[0].user_attrs["resumed_from"]["trial"] == cut[0].number
+    assert again[0].user_attrs.get("resumed_from", {}).get("trial") == cut[0].number, \
+        resumed.stderr
 
 
 def write_idx_mnist(raw: Path, n_train: int = 120, n_test: int = 40) -> None:
