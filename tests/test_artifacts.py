@@ -15,22 +15,27 @@ import torch
 from autotune import artifacts, storage
 from autotune.config import TrainConfig
 from autotune.models import build_model
-from autotune.train import fit
+from autotune.train import TrainState, fit
 from tests.test_train import X_TRAIN, X_VAL, Y_TRAIN, Y_VAL
 
 
-def test_a_checkpoint_cut_short_counts_as_none(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    store = artifacts.open_store(tmp_path / "store")
-    cfg = TrainConfig(width=8, max_epochs=2, seed=1)
-    states = []
+def train_states(max_epochs: int) -> list[TrainState]:
+    """The checkpoints of a small real fit: after each epoch but the last."""
+    cfg = TrainConfig(width=8, max_epochs=max_epochs, seed=1)
+    states: list[TrainState] = []
     fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
         on_checkpoint=states.append)
-    artifacts.save_checkpoint(store, "s", 3, states[0])
+    return states
+
+
+def test_a_damaged_checkpoint_counts_as_none(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    store = artifacts.open_store(tmp_path / "store")
+    artifacts.save_checkpoint(store, "s", 3, train_states(2)[0])
     loaded = artifacts.load_checkpoint(store, "s", 3)
     assert loaded is not None and loaded.epoch == 1
     path = tmp_path / "store" / artifacts.checkpoint_id("s", 3)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a write interrupted
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated on disk
     assert artifacts.load_checkpoint(store, "s", 3) is None
     assert "is unreadable" in capsys.readouterr().err
     assert artifacts.load_checkpoint(store, "s", 4) is None  # none at all: no line
@@ -48,10 +53,7 @@ class CutShort(io.BytesIO):
 
 def test_a_checkpoint_write_cut_short_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     store = artifacts.open_store(tmp_path / "store")
-    cfg = TrainConfig(width=8, max_epochs=3, seed=1)
-    states = []
-    fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
-        on_checkpoint=states.append)
+    states = train_states(3)
     artifacts.save_checkpoint(store, "s", 3, states[0])
     with pytest.raises(KeyboardInterrupt):
         store.write(artifacts.checkpoint_id("s", 3), CutShort(b"x" * 1000))
