@@ -3,6 +3,7 @@ the retry of a trial whose worker stopped beating."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import time
@@ -138,8 +139,16 @@ def test_the_timeout_starts_no_trial_after_it(tmp_path):
         time.sleep(0.3)
         return 1.0
 
+    started = datetime.datetime.now()
     loop.run_trials(study, slow, stop=lambda: False, timeout_s=0.5)
-    assert len(study.get_trials()) == 2
+    ended = datetime.datetime.now()
+    trials = study.get_trials()
+    # trials start until 0.5 s have passed (two here, unless the first ask took > 0.2 s),
+    # none after: the loop ends with the first trial that finishes past the timeout
+    assert 1 <= len(trials) <= 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.datetime_start - started < datetime.timedelta(seconds=0.5) for t in trials)
+    assert trials[-1].datetime_complete - started >= datetime.timedelta(seconds=0.5)
+    assert ended - trials[-1].datetime_complete < datetime.timedelta(seconds=0.3)
 
 
 def test_a_trial_whose_worker_stopped_beating_is_failed_and_its_retry_run(tmp_path):
