@@ -88,7 +88,8 @@ def _with_default_driver(url: str) -> str:
 
 
 def _open_rdb(url: str) -> BatchedRDBStorage:
-    heartbeat_interval, grace_period = heartbeat_s(), grace_s()  # bad ones: refused before
+    # read first: a bad setting is refused before the database is touched
+    heartbeat_interval, grace_period = heartbeat_s(), grace_s()
     # pool_pre_ping replaces connections a database restart has closed.
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):

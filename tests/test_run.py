@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 
 from autotune.study import DATA_SOURCE_ATTR, DEFINITION_ATTR, TEST_RESULT_ATTR
 from tests.conftest import REPO, write_study
+from tests.test_workers import wait_for_trial_with_epochs
 
 # A seconds-long study: small MLPs on digits, a learning-rate range wide enough that some
 # trials lose and are pruned.
@@ -226,18 +225,6 @@ def test_help_explains_every_flag():
     assert "digits" in result.stdout and "exit codes" in result.stdout
 
 
-def running_trial_with_values(db: Path) -> int | None:
-    """The number of a RUNNING trial that has stored two epochs' values, if any (so its first
-    epoch's checkpoint, saved before the second epoch began, is stored too)."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        row = conn.execute("SELECT t.number FROM trials t JOIN trial_intermediate_values v "
-                           "ON v.trial_id = t.trial_id WHERE t.state = 'RUNNING' "
-                           "GROUP BY t.number HAVING COUNT(*) >= 2").fetchone()
-    return None if row is None else int(row[0])
-
-
 def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_url, tmp_path):
     # trials long enough (40 epochs, none pruned) that a Ctrl-C sent after a trial's first
     # epoch lands inside its training, where it is cut short
@@ -255,11 +242,8 @@ def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_u
             break
     else:
         raise AssertionError(f"the run ended before its first trial: {proc.wait()=}")
-    db = Path(sqlite_url.removeprefix("sqlite:///"))
-    deadline = time.monotonic() + 60
-    while (training := running_trial_with_values(db)) is None:
-        assert time.monotonic() < deadline and proc.poll() is None, "no trial started training"
-        time.sleep(0.01)
+    # two stored epochs: the first epoch's checkpoint, saved before the second began, is too
+    training = wait_for_trial_with_epochs(sqlite_url, "slow", n_epochs=2, timeout_s=60).number
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
