@@ -27,6 +27,7 @@ from autotune import rng
 from autotune.augment import augment
 from autotune.config import DEVICES, TrainConfig
 from autotune.errors import Diverged, UsageError
+from autotune.fused_step import fused_step
 from autotune.mlp_step import mlp_step
 
 
@@ -312,6 +313,8 @@ def fit(
     channels_last = wants_channels_last(model)
     n_batches = n_batches_per_epoch(len(x_train), cfg)
     epochs = restore(start, model, optimizer, scheduler, shuffle) if start else []
+    # optimizer.step(), but straight to the fused kernel after the first step
+    optimizer_step = fused_step(optimizer)
 
     last_epoch = cfg.max_epochs if n_epochs is None else min(n_epochs, cfg.max_epochs)
     last_checkpoint_s = time.monotonic()
@@ -333,7 +336,7 @@ def fit(
                 loss.backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-            optimizer.step()
+            optimizer_step()
             if per_batch:
                 scheduler.step()
             loss_sum += loss.detach()
