@@ -3,12 +3,14 @@
 For the small MLPs searched on the CPU, much of a step is not arithmetic but autograd:
 recording ~25 ops on the way forward, then scheduling ~25 backward nodes, each allocating
 its gradient. Written out, the backward of `Flatten -> [Linear -> ReLU (-> Dropout)]* ->
-Linear -> cross-entropy` is two matrix products and a sum per layer, and ReLU and dropout
-fold into one mask per layer (kept where the unit is positive and not dropped, times
-1 / (1 - p)), applied once forward and once backward. Gradients are written into buffers
-kept for the whole fit, so nothing is zeroed or allocated for them.
+Linear -> cross-entropy` is two matrix products and a sum per layer; ReLU runs inside the
+forward product, dropout multiplies its output, and the backward of both is ReLU's backward
+on that output (zero where it is zero: not positive, or dropped) times the dropout's
+1 / (1 - p). Wide layers (the input layer) take oneDNN's products (`autotune.onednn`).
+Every call of a step costs several microseconds whatever its size, so the step makes as few
+as it can: one draw for all dropout masks, one log-softmax for the loss and its gradient.
 
-The step draws its dropout masks exactly as `autotune.models.Dropout` does (`torch.rand`
+The step draws its dropout masks exactly as `autotune.models.Dropout` does (`keep_scales`
 on the global generator, same shapes, same order), so a seeded fit repeats the autograd
 fit's run: same masks, same gradients up to float rounding (tests/test_mlp_step.py).
 """
@@ -21,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autotune import onednn
 from autotune.config import TrainConfig
-from autotune.models import Dropout
+from autotune.models import Dropout, keep_scales
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -61,10 +64,11 @@ def mlp_step(model: nn.Module, cfg: TrainConfig) -> WrittenOutStep | None:
             i += 1
         else:
             dropouts.append(0.0)
-    if len(dropouts) != len(linears) - 1 or any(
+    if len(dropouts) != len(linears) - 1 or len(set(dropouts)) > 1 or any(
             p.device.type != "cpu" or not p.requires_grad for p in model.parameters()):
-        return None
-    return WrittenOutStep(model, linears, dropouts, cfg.label_smoothing)
+        return None  # build_mlp gives every hidden layer the same dropout
+    return WrittenOutStep(model, linears, dropouts[0] if dropouts else 0.0,
+                          cfg.label_smoothing)
 
 
 def _exactly(layer: nn.Module, cls: type[M]) -> TypeGuard[M]:
@@ -76,18 +80,17 @@ class WrittenOutStep:
     """Forward, loss and backward of one batch with the gradients computed by hand; and the
     evaluation forward (no dropout), without the module calls and mode switches."""
 
-    def __init__(self, model: nn.Module, linears: list[nn.Linear], dropouts: list[float],
+    def __init__(self, model: nn.Module, linears: list[nn.Linear], dropout: float,
                  label_smoothing: float) -> None:
         self.model = model
         self.weights = [lin.weight for lin in linears]
         self.biases = [lin.bias for lin in linears]
-        self.dropouts = dropouts
+        self.wide = [onednn.wide(w) for w in self.weights]  # products through oneDNN
+        self.dropout = dropout  # of every hidden layer; 0.0 = none
         self.label_smoothing = label_smoothing
         self.weight_grads = [torch.empty_like(w) for w in self.weights]
         self.bias_grads = [torch.empty_like(b) for b in self.biases]
-        self.params_and_grads: list[tuple[Tensor, Tensor]] = [
-            *zip(self.weights, self.weight_grads, strict=True),
-            *zip(self.biases, self.bias_grads, strict=True)]
+        self._minus: dict[int, Tensor] = {}  # _minus_target by batch size
 
     def __call__(self, inputs: Tensor, labels: Tensor) -> Tensor:
         if not self.model.training:
@@ -95,7 +98,9 @@ class WrittenOutStep:
         with torch.no_grad():
             loss = self._forward_backward(inputs.flatten(1), labels)
         # where zero_grad(set_to_none) + backward would leave them
-        for p, grad in self.params_and_grads:
+        for p, grad in zip(self.weights, self.weight_grads, strict=True):
+            p.grad = grad
+        for p, grad in zip(self.biases, self.bias_grads, strict=True):
             p.grad = grad
         return loss
 
@@ -117,32 +122,51 @@ class WrittenOutStep:
         return n_correct / len(x)
 
     def _forward_backward(self, x: Tensor, labels: Tensor) -> Tensor:
-        # forward: a_k = input of layer k, masks[k] = d a_{k+1} / d pre_k (ReLU and dropout)
-        activations, masks = [x], []
-        for weight, bias, p in zip(self.weights, self.biases, self.dropouts, strict=False):
-            pre = torch.addmm(bias, activations[-1], weight.t())  # (B, out)
-            positive = pre > 0
-            if p > 0.0:  # models.Dropout's draw: same generator, shape and order
-                mask = torch.rand_like(pre).ge_(p).mul_(1.0 / (1.0 - p)).mul_(positive)
-            else:
-                mask = positive
-            masks.append(mask)
-            activations.append(pre.mul_(mask))
-        logits = torch.addmm(self.biases[-1], activations[-1], self.weights[-1].t())
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        # forward: a_k = input of layer k; keeps[k] = dropout multipliers of layer k's output
+        n_rows = len(x)
+        keeps = iter(keep_scales([n_rows * w.shape[0] for w in self.weights[:-1]],
+                                 self.dropout) if self.dropout else [])
+        activations: list[Tensor] = [x]
+        for weight, bias, wide in zip(self.weights[:-1], self.biases, self.wide, strict=False):
+            a = onednn.linear(activations[-1], weight, bias, wide, relu=True)  # (B, out)
+            if self.dropout:
+                a.mul_(next(keeps).view_as(a))
+            activations.append(a)
+        logits = onednn.linear(activations[-1], self.weights[-1], self.biases[-1],
+                               self.wide[-1])
 
-        # d loss / d logits = (softmax - target distribution) / B, with the target smoothed
-        # as F.cross_entropy smooths it: (1 - s) on the label, s / n_classes on every class
-        grad = torch.softmax(logits, dim=1)
-        n, n_classes = grad.shape
+        # loss = cross-entropy with the target smoothed as F.cross_entropy smooths it: (1 - s)
+        # on the label, s / n_classes on every class; d loss / d logits = (softmax - target) / B
+        n, n_classes = logits.shape
         s = self.label_smoothing
-        grad.scatter_add_(1, labels.unsqueeze(1), grad.new_full((n, 1), -(1.0 - s)))
+        log_p = torch.log_softmax(logits, dim=1)
+        loss = F.nll_loss(log_p, labels)
+        if s:
+            loss = loss * (1.0 - s) - log_p.mean() * s
+        grad = log_p.exp_()  # softmax
+        grad.scatter_add_(1, labels.unsqueeze(1), self._minus_target(n))
         if s:
             grad.sub_(s / n_classes)
-        grad.div_(n)
+        grad.mul_(1.0 / n)
+        keep_scale = 1.0 / (1.0 - self.dropout)
         for k in range(len(self.weights) - 1, -1, -1):
-            torch.mm(grad.t(), activations[k], out=self.weight_grads[k])
+            self.weight_grads[k] = onednn.grad_weight(grad, activations[k], self.wide[k],
+                                                      out=self.weight_grads[k])
             torch.sum(grad, dim=0, out=self.bias_grads[k])
             if k:
-                grad = torch.mm(grad, self.weights[k]).mul_(masks[k - 1])
+                # ReLU and dropout: zero where a_k is (not positive, or dropped), else the
+                # dropout's 1 / (1 - p), which a_k's kept values were scaled by
+                grad = _threshold_backward(
+                    onednn.grad_input(grad, self.weights[k], self.wide[k], scale=keep_scale),
+                    activations[k], 0)
         return loss
+
+    def _minus_target(self, n_rows: int) -> Tensor:
+        """(n_rows, 1) of -(1 - label_smoothing): the label's share of the target, kept."""
+        minus = self._minus.get(n_rows)
+        if minus is None:
+            minus = self._minus[n_rows] = torch.full((n_rows, 1), -(1.0 - self.label_smoothing))
+        return minus
+
+
+_threshold_backward = torch.ops.aten.threshold_backward.default  # ReLU's backward

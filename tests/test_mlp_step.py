@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autotune import onednn
 from autotune.config import TrainConfig
 from autotune.mlp_step import mlp_step
-from autotune.models import build_model
+from autotune.models import Dropout, build_model
 from autotune.train import evaluate, fit
 
 SHAPE = (1, 6, 6)
@@ -142,3 +143,29 @@ def test_written_out_accuracy_is_evaluates_accuracy_in_eval_mode(depth: int) -> 
     assert model.training  # left as it was
     with pytest.raises(ValueError, match="equally long"):
         step.accuracy(X_VAL, Y_VAL[:3])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_written_out_step_with_a_wide_input_layer_gives_autograds_gradients(dropout: float
+                                                                          ) -> None:
+    cfg = TrainConfig(model="mlp", depth=2, width=32, dropout=dropout, seed=4)
+    model = build_model(cfg, (1, 28, 28), N_CLASSES)
+    step = mlp_step(model, cfg)
+    assert step is not None and step.wide == [onednn.available(), False, False]
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, N_CLASSES, (64,), generator=g)
+    torch.manual_seed(7)
+    loss = step(x, y)
+    written = {name: p.grad.clone() for name, p in model.named_parameters()}
+    torch.manual_seed(7)
+    expected = autograd_step(model, cfg, x, y)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(written[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_mlp_step_declines_layers_with_different_dropout() -> None:
+    cfg = TrainConfig(model="mlp", depth=2, width=8, dropout=0.2)
+    model = build_model(cfg, SHAPE, N_CLASSES)
+    model[6] = Dropout(0.4)  # build_mlp gives every hidden layer the same
+    assert mlp_step(model, cfg) is None

@@ -145,3 +145,27 @@ def test_dropout_matches_torch_dropout_in_distribution_across_rates():
         ours, theirs = Dropout(p)(x), nn.Dropout(p)(x)
         assert abs((ours == 0).float().mean() - (theirs == 0).float().mean()) < 0.01
         assert torch.allclose(ours[ours != 0], x[ours != 0] / (1 - p))
+
+
+def test_keep_scales_draws_for_several_layers_what_one_call_per_layer_draws():
+    from autotune.models import keep_scales
+
+    numels = [6, 128, 33, 5]  # lanes left over in a word (6, 33, 5) are skipped alike
+    torch.manual_seed(3)
+    together = keep_scales(numels, 0.25)
+    torch.manual_seed(3)
+    apart = [keep_scales([n], 0.25)[0] for n in numels]
+    for a, b, n in zip(together, apart, numels, strict=True):
+        assert a.shape == (n,) and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.93])
+def test_keep_scales_keeps_with_probability_1_minus_p_and_scales_by_its_inverse(p: float):
+    from autotune.models import keep_scales
+
+    torch.manual_seed(0)
+    (scales,) = keep_scales([400_000], p)
+    kept = scales != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.003  # sd <= 0.0008
+    assert torch.equal(scales[kept], torch.full_like(scales[kept], 1 / (1 - p)))
+    assert set(scales[~kept].tolist()) == {0.0}
