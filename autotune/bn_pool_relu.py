@@ -14,17 +14,24 @@ dx = a * (dy - mean(dy) - x_hat * mean(dy * x_hat)) needs dy only through its su
 zero outside the pooled positions, so both sums come from the pooled map; what remains at
 full size is one scatter (the pool's backward) and one affine pass over x.
 
-Outputs, gradients and running statistics are BatchNorm's up to float rounding
-(tests/test_bn_pool_relu.py); ties inside a pooling window, which the pool breaks by
-position, are broken the same way unless rounding in BatchNorm's output makes two different
-inputs equal. Measured on this project's 2-core CPU, the mnist study's first block (N=128,
-16 channels, 28 x 28), forward and backward: 2.75 -> 2.45 ms (scratch A/B).
+Two implementations: compiled loops (`autotune.cnn_kernels`, numba), which make each
+direction two passes and keep the pool's choice as one byte per value, for channels-last
+float32 CPU inputs; and PyTorch ops, for the rest and where numba is missing. Outputs,
+gradients and running statistics are BatchNorm's up to float rounding
+(tests/test_bn_pool_relu.py, both implementations); ties inside a pooling window, which the
+pool breaks by position, are broken the same way unless rounding in BatchNorm's output
+makes two different inputs equal. Measured on this project's 2-core CPU, the mnist study's
+first block (N=128, 16 channels, 28 x 28), forward and backward, separate modules / PyTorch
+ops / compiled loops: 2.75 / 2.45 / 1.31 ms (scratch A/B, alternated in one process).
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+import functools
+from types import ModuleType
+from typing import Any, NamedTuple, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -47,16 +54,148 @@ def _pairs(value: Any) -> tuple[Any, ...]:
 
 def bn_pool_relu(x: Tensor, bn: nn.BatchNorm2d) -> Tensor:
     """relu(max_pool2d(bn(x), 2)) for (N, C, H, W) x, in `bn`'s mode: in training, batch
-    statistics and an update of the running ones (as `bn` itself does), with gradients."""
+    statistics and an update of the running ones (as `bn` itself does), with gradients.
+
+    Channels-last float32 CPU inputs (a conv net's, in `autotune.cpu_forward`) take the
+    compiled loops of `autotune.cnn_kernels` where numba is installed; anything else the
+    PyTorch ops below. The output has the input's memory format either way.
+    """
     running_mean, running_var = cast(Tensor, bn.running_mean), cast(Tensor, bn.running_var)
+    kernels = block_kernels() if (
+        x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)) else None
     if not bn.training:
         with torch.no_grad():  # running statistics: a fixed affine map
             scale = bn.weight * (running_var + bn.eps).rsqrt()
             shift = bn.bias - scale * running_mean
+            if kernels is not None:
+                return _kernel_pool_affine_relu(kernels, x, scale, shift)[0]
             return _pool_affine_relu(x, scale, shift)[0]
     cast(Tensor, bn.num_batches_tracked).add_(1)
-    return _Training.apply(x, bn.weight, bn.bias, running_mean, running_var, bn.momentum,
-                           bn.eps)
+    block = _Training if kernels is None else _KernelTraining
+    return block.apply(x, bn.weight, bn.bias, running_mean, running_var, bn.momentum, bn.eps)
+
+
+@functools.cache
+def block_kernels() -> ModuleType | None:
+    """`autotune.cnn_kernels`, or None where numba cannot be imported (the PyTorch ops)."""
+    try:
+        from autotune import cnn_kernels
+    except ImportError:
+        return None
+    return cnn_kernels
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """x (N, C, H, W) laid out channels-last, as the compiled loops read it."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def as_rows(x: Tensor) -> np.ndarray:
+    """The (N, H, W, C) NumPy view of a channels-last (N, C, H, W) tensor (no copy)."""
+    return x.detach().permute(0, 2, 3, 1).numpy()
+
+
+class Affine(NamedTuple):
+    """BatchNorm as a per-channel affine map, from batch or running statistics."""
+
+    scale: Tensor  # gamma / sqrt(var + eps), (C,) float32
+    shift: Tensor  # beta - scale * mean
+    mean: np.ndarray  # float64, for the backward
+    rstd: np.ndarray  # 1 / sqrt(var + eps), float64
+
+
+def batch_affine(sums: np.ndarray, squares: np.ndarray, count: int, weight: Tensor,
+                 bias: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float,
+                 eps: float) -> Affine:
+    """The training-mode map from per-channel sums over `count` values, updating the
+    running statistics as BatchNorm does (the variance unbiased there, biased here)."""
+    mean = sums / count
+    var = np.maximum(squares / count - mean * mean, 0.0)
+    with torch.no_grad():
+        running_mean.mul_(1.0 - momentum).add_(torch.from_numpy(mean).float(), alpha=momentum)
+        unbiased = var * count / max(count - 1, 1)
+        running_var.mul_(1.0 - momentum).add_(torch.from_numpy(unbiased).float(),
+                                              alpha=momentum)
+        rstd = 1.0 / np.sqrt(var + eps)
+        scale = weight.detach() * torch.from_numpy(rstd).float()
+        shift = bias.detach() - scale * torch.from_numpy(mean).float()
+    return Affine(scale, shift, mean, rstd)
+
+
+def backward_coefficients(affine: Affine, grad_sums: np.ndarray, grad_x_sums: np.ndarray,
+                          count: int) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
+    """From the pooled sums of dy and dy * x: BatchNorm's weight and bias gradients, and
+    the input gradient's dense part x_coef * x + shift (float64 arrays)."""
+    grad_weight = (grad_x_sums - affine.mean * grad_sums) * affine.rstd  # sum of dy * x_hat
+    scale = affine.scale.double().numpy()
+    x_coef = -scale * affine.rstd * grad_weight / count
+    shift = -scale * grad_sums / count - x_coef * affine.mean
+    return (torch.from_numpy(grad_weight).float(), torch.from_numpy(grad_sums).float(),
+            x_coef, shift)
+
+
+def pooled_outputs(n: int, c: int, h: int, w: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Empty out, pooled (float32) and choice (uint8) maps, (N, H/2, W/2, C), for an
+    (N, C, H, W) input."""
+    out = torch.empty(n, h // 2, w // 2, c)
+    return out, torch.empty_like(out), torch.empty(out.shape, dtype=torch.uint8)
+
+
+def signs(scale: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel: the sign to pool with (-1 where scale < 0) and |scale|."""
+    return (torch.where(scale < 0, -1.0, 1.0).numpy(), scale.abs().numpy())
+
+
+def _kernel_pool_affine_relu(kernels: ModuleType, x: Tensor, scale: Tensor, shift: Tensor
+                             ) -> tuple[Tensor, Tensor, Tensor]:
+    x = channels_last(x)
+    out, pooled, choice = pooled_outputs(*x.shape)
+    sign, scale_abs = signs(scale)
+    kernels.parallel_chunks(torch.get_num_threads())
+    kernels.pool_affine_relu(as_rows(x), sign, scale_abs, shift.numpy(), out.numpy(),
+                             pooled.numpy(), choice.numpy())
+    return out.permute(0, 3, 1, 2), pooled, choice
+
+
+class _KernelTraining(torch.autograd.Function):
+    """The training-mode block on the compiled loops (see autotune.cnn_kernels)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor,
+                running_var: Tensor, momentum: float, eps: float) -> Tensor:
+        kernels = cast(ModuleType, block_kernels())
+        x = channels_last(x)
+        n, _, h, w = x.shape
+        n_chunks = kernels.parallel_chunks(torch.get_num_threads())
+        sums, squares = kernels.channel_sums(as_rows(x), n_chunks)
+        affine = batch_affine(sums, squares, n * h * w, weight, bias, running_mean,
+                              running_var, momentum, eps)
+        out, pooled, choice = _kernel_pool_affine_relu(kernels, x, affine.scale,
+                                                       affine.shift)
+        ctx.save_for_backward(x, out, pooled, choice)
+        ctx.affine = affine
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        kernels = cast(ModuleType, block_kernels())
+        x, out, pooled, choice = ctx.saved_tensors
+        affine: Affine = ctx.affine
+        n, _, h, w = x.shape
+        grad_rows = as_rows(channels_last(grad_out))
+        out_rows = as_rows(out)
+        sign, _ = signs(affine.scale)
+        n_chunks = kernels.parallel_chunks(torch.get_num_threads())
+        grad_sums, grad_x_sums = kernels.pooled_grad_sums(grad_rows, out_rows, pooled.numpy(),
+                                                          sign, n_chunks)
+        grad_weight, grad_bias, x_coef, shift = backward_coefficients(
+            affine, grad_sums, grad_x_sums, n * h * w)
+        grad_x = torch.empty(n, h, w, x.shape[1])
+        kernels.input_grad(as_rows(x), grad_rows, out_rows, choice.numpy(),
+                           affine.scale.numpy(), x_coef.astype(np.float32),
+                           shift.astype(np.float32), grad_x.numpy())
+        return grad_x.permute(0, 3, 1, 2), grad_weight, grad_bias, None, None, None, None
 
 
 def _pool_affine_relu(x: Tensor, scale: Tensor, shift: Tensor

@@ -5,6 +5,8 @@ layers it recognises: `cpu_forward(model)`.
 (what `autotune.models` builds) it steps through the same layer objects, so parameters,
 buffers and train / eval modes are the model's, but computes
 
+  - a first 3 x 3 convolution of one-channel images with its BatchNorm2d -> MaxPool2d(2)
+    -> ReLU as one step (`autotune.gray_block`),
   - BatchNorm2d -> MaxPool2d(2) -> ReLU as one step (`autotune.bn_pool_relu`),
   - wide linear layers (`autotune.onednn.wide`) with oneDNN's matrix products,
   - a first 3 x 3 convolution of one-channel images as a matrix product
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 from autotune import conv_gemm, onednn
 from autotune.bn_pool_relu import bn_pool_relu, fusable
+from autotune.gray_block import gray_block
 
 Step = Callable[[Tensor], Tensor]
 
@@ -54,6 +57,12 @@ def cpu_forward(model: nn.Module) -> nn.Module:
     i = 0
     while i < len(layers):
         layer = layers[i]
+        if (i == 0 and i + 4 <= len(layers) and conv_gemm.fits(layer)
+                and fusable(*layers[i + 1 : i + 4])):  # the first conv and its block
+            steps.append(_gray_block(cast(nn.Conv2d, layer),
+                                     cast(nn.BatchNorm2d, layers[i + 1])))
+            replaced, i = True, i + 4
+            continue
         if i + 3 <= len(layers) and fusable(*layers[i : i + 3]):
             steps.append(_fused_block(cast(nn.BatchNorm2d, layer)))
             replaced, i = True, i + 3
@@ -68,6 +77,10 @@ def cpu_forward(model: nn.Module) -> nn.Module:
             steps.append(layer)
         i += 1
     return PlannedSequential(model, steps) if replaced else model
+
+
+def _gray_block(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Step:
+    return lambda x: gray_block(x, conv, bn)
 
 
 def _fused_block(bn: nn.BatchNorm2d) -> Step:

@@ -24,5 +24,7 @@ case "$(uname -m)" in
 esac
 "$venv/bin/pip" install -q "${torch_pair[@]}"
 "$venv/bin/pip" install -q -c constraints.txt -e '.[dev]'
+# numba compiles the CNN blocks' loops once per machine (~25 s), cached beside the source
+"$venv/bin/python" -m autotune.cnn_kernels >&2
 touch "$stamp"
 echo "bootstrap: ready ($("$venv/bin/python" -c 'import torch, optuna; print("torch", torch.__version__, "optuna", optuna.__version__)'))" >&2
