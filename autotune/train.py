@@ -29,6 +29,7 @@ from autotune.config import DEVICES, TrainConfig
 from autotune.cpu_forward import cpu_forward
 from autotune.errors import Diverged, UsageError
 from autotune.fused_step import fused_step
+from autotune.lazy_dynamo import skip_dynamo_wrappers
 from autotune.mlp_step import mlp_step
 
 
@@ -121,6 +122,7 @@ OPTIMIZER_FACTORIES: dict[str, Callable[[Params, TrainConfig], Optimizer]] = {
 
 def build_optimizer(params: Params, cfg: TrainConfig) -> Optimizer:
     """The torch optimizer named by `cfg.optimizer`, with the config's hyperparameters."""
+    skip_dynamo_wrappers()  # its methods would import torch._dynamo (~1.4 s) for nothing
     factory = OPTIMIZER_FACTORIES.get(cfg.optimizer)
     if factory is None:
         available = ", ".join(sorted(OPTIMIZER_FACTORIES))

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+import warnings
 
 import pytest
 import torch
@@ -20,6 +23,10 @@ OPTIMIZERS = {
         params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3, fused=True),
     "sgd with dampened momentum": lambda params: torch.optim.SGD(
         params, lr=0.1, momentum=0.5, dampening=0.3, fused=True),
+    "rmsprop": lambda params: torch.optim.RMSprop(params, lr=0.01, foreach=True),
+    "rmsprop with momentum, centered": lambda params: torch.optim.RMSprop(
+        params, lr=0.01, alpha=0.9, momentum=0.8, centered=True, weight_decay=1e-3,
+        foreach=True),
 }
 
 
@@ -59,11 +66,14 @@ def test_fused_step_moves_the_parameters_exactly_as_optimizer_step(name: str) ->
     for a, b in zip(params(plain), params(direct), strict=True):
         assert torch.equal(a, b)
     for p, q in zip(plain.parameters(), direct.parameters(), strict=True):
+        assert plain_opt.state[p].keys() == direct_opt.state[q].keys()
         for key, value in plain_opt.state[p].items():
-            assert torch.equal(value, direct_opt.state[q][key]), key
+            theirs = direct_opt.state[q][key]
+            assert torch.equal(value, theirs) and value.dtype == theirs.dtype, key
+            assert value.device == theirs.device, key
 
 
-@pytest.mark.parametrize("name", ["adam", "sgd with nesterov momentum"])
+@pytest.mark.parametrize("name", ["adam", "sgd with nesterov momentum", "rmsprop"])
 def test_fused_step_continues_from_a_loaded_state_as_optimizer_step_does(name: str) -> None:
     first, resumed = model(), model()
     first_opt = OPTIMIZERS[name](first.parameters())
@@ -82,7 +92,8 @@ def test_fused_step_continues_from_a_loaded_state_as_optimizer_step_does(name: s
 def test_fused_step_leaves_other_optimizers_and_settings_to_optimizer_step() -> None:
     net = model()
     for optimizer in (
-        torch.optim.RMSprop(net.parameters(), foreach=True),
+        torch.optim.NAdam(net.parameters(), foreach=True),
+        torch.optim.RMSprop(net.parameters(), foreach=False),
         torch.optim.Adam(net.parameters(), foreach=True),
         torch.optim.Adam(net.parameters(), fused=True, amsgrad=True),
         torch.optim.SGD(net.parameters(), lr=0.1, fused=True, maximize=True),
@@ -118,3 +129,39 @@ def test_fused_step_skips_parameters_without_gradients_as_optimizer_step_does() 
             step_fn()
     for a, b in zip(params(plain), params(direct), strict=True):
         assert torch.equal(a, b)
+
+
+def test_an_lr_scheduler_sees_the_direct_steps_as_optimizer_steps() -> None:
+    net = model()
+    optimizer = OPTIMIZERS["adam"](net.parameters())
+    scheduler = ExponentialLR(optimizer, gamma=0.9)
+    step = fused_step(optimizer)
+    set_grads(net, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "lr_scheduler.step() before optimizer.step()"
+        step()
+        scheduler.step()
+
+
+def test_training_with_these_optimizers_never_imports_torch_dynamo() -> None:
+    """torch._dynamo takes ~1.4 s to import; a fresh process trains without it."""
+    code = (
+        "import sys, torch\n"
+        "from autotune.config import TrainConfig\n"
+        "from autotune.models import build_model\n"
+        "from autotune.train import fit\n"
+        "x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,))\n"
+        "for name in ('adam', 'adamw', 'sgd', 'rmsprop'):\n"
+        "    for model in ('mlp', 'cnn'):\n"
+        "        cfg = TrainConfig(model=model, optimizer=name, momentum=0.5, width=8,\n"
+        "                          depth=1, max_epochs=3, batch_size=16, grad_clip=1.0,\n"
+        "                          schedule='cosine')\n"
+        "        states = []  # checkpoints: the optimizer's state_dict, then a resume\n"
+        "        fit(build_model(cfg, (1, 8, 8), 3), x, y, x, y, cfg,\n"
+        "            on_checkpoint=states.append)\n"
+        "        fit(build_model(cfg, (1, 8, 8), 3), x, y, x, y, cfg, start=states[0])\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, check=True)
+    assert result.stdout.strip() == "False", result.stderr
