@@ -189,21 +189,41 @@ class _KernelTraining(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         kernels = cast(ModuleType, block_kernels())
         x, out, pooled, choice = ctx.saved_tensors
-        affine: Affine = ctx.affine
-        n, _, h, w = x.shape
-        grad_rows = as_rows(channels_last(grad_out))
-        out_rows = as_rows(out)
-        sign, _ = signs(affine.scale)
-        n_chunks = kernels.parallel_chunks(torch.get_num_threads())
-        grad_sums, grad_x_sums = kernels.pooled_grad_sums(grad_rows, out_rows, pooled.numpy(),
-                                                          sign, n_chunks)
-        grad_weight, grad_bias, x_coef, shift = backward_coefficients(
-            affine, grad_sums, grad_x_sums, n * h * w)
-        grad_x = torch.empty(n, h, w, x.shape[1])
-        kernels.input_grad(as_rows(x), grad_rows, out_rows, choice.numpy(),
-                           affine.scale.numpy(), x_coef.astype(np.float32),
-                           shift.astype(np.float32), grad_x.numpy())
-        return grad_x.permute(0, 3, 1, 2), grad_weight, grad_bias, None, None, None, None
+        n, c, h, w = x.shape
+        grads = pooled_backward(kernels, grad_out, out, pooled, ctx.affine, n * h * w)
+        grad_x = torch.empty(n, h, w, c)
+        kernels.input_grad(as_rows(x), grads.grad_rows, grads.out_rows, choice.numpy(),
+                           ctx.affine.scale.numpy(), grads.x_coef, grads.shift,
+                           grad_x.numpy())
+        return (grad_x.permute(0, 3, 1, 2), grads.weight, grads.bias, None, None, None,
+                None)
+
+
+class PooledGrads(NamedTuple):
+    """What the backward of a block takes from its pooled maps."""
+
+    grad_rows: np.ndarray  # grad_out as (N, H/2, W/2, C)
+    out_rows: np.ndarray  # the block's output, likewise
+    n_chunks: int  # threads the loops run on
+    weight: Tensor  # BatchNorm's weight gradient
+    bias: Tensor  # and bias gradient
+    x_coef: np.ndarray  # BatchNorm's input gradient away from the pooled positions is
+    shift: np.ndarray  # x_coef * x + shift (float32, per channel)
+
+
+def pooled_backward(kernels: ModuleType, grad_out: Tensor, out: Tensor, pooled: Tensor,
+                    affine: Affine, count: int) -> PooledGrads:
+    """The sums over the pooled maps (kernels.pooled_grad_sums) and what follows from them,
+    for a block whose BatchNorm saw `count` values per channel."""
+    grad_rows = as_rows(channels_last(grad_out))
+    out_rows = as_rows(out)
+    sign, _ = signs(affine.scale)
+    n_chunks = kernels.parallel_chunks(torch.get_num_threads())
+    grad_sums, grad_x_sums = kernels.pooled_grad_sums(grad_rows, out_rows, pooled.numpy(),
+                                                      sign, n_chunks)
+    weight, bias, x_coef, shift = backward_coefficients(affine, grad_sums, grad_x_sums, count)
+    return PooledGrads(grad_rows, out_rows, n_chunks, weight, bias,
+                       x_coef.astype(np.float32), shift.astype(np.float32))
 
 
 def _pool_affine_relu(x: Tensor, scale: Tensor, shift: Tensor

@@ -26,10 +26,10 @@ from torch import Tensor, nn
 from autotune import conv_gemm
 from autotune.bn_pool_relu import (
     Affine,
-    backward_coefficients,
     batch_affine,
     block_kernels,
     bn_pool_relu,
+    pooled_backward,
     pooled_outputs,
     signs,
 )
@@ -103,21 +103,12 @@ class _Training(torch.autograd.Function):
         padded, flat_weight, flat_bias = ctx.arrays
         affine: Affine = ctx.affine
         n, h, w = padded.shape[0], padded.shape[1] - 2, padded.shape[2] - 2
-        grad_rows = grad_out.detach().contiguous(memory_format=torch.channels_last).permute(
-            0, 2, 3, 1).numpy()
-        out_rows = out.detach().permute(0, 2, 3, 1).numpy()
-        sign, _ = signs(affine.scale)
-        n_chunks = kernels.parallel_chunks(torch.get_num_threads())
-        grad_sums, grad_x_sums = kernels.pooled_grad_sums(grad_rows, out_rows, pooled.numpy(),
-                                                          sign, n_chunks)
-        grad_weight, grad_bias, x_coef, shift = backward_coefficients(
-            affine, grad_sums, grad_x_sums, n * h * w)
+        grads = pooled_backward(kernels, grad_out, out, pooled, affine, n * h * w)
         conv_grad64, conv_bias_grad64 = kernels.conv_weight_grad(
-            padded, flat_weight, flat_bias, grad_rows, out_rows, choice.numpy(),
-            affine.scale.numpy(), x_coef.astype(np.float32), shift.astype(np.float32),
-            n_chunks)
+            padded, flat_weight, flat_bias, grads.grad_rows, grads.out_rows, choice.numpy(),
+            affine.scale.numpy(), grads.x_coef, grads.shift, grads.n_chunks)
         conv_grad = torch.from_numpy(conv_grad64).float().t().reshape(ctx.conv_shape)
         conv_bias_grad = (torch.from_numpy(conv_bias_grad64).float() if ctx.has_conv_bias
                           else None)
-        return (None, conv_grad, conv_bias_grad, grad_weight, grad_bias, None, None, None,
+        return (None, conv_grad, conv_bias_grad, grads.weight, grads.bias, None, None, None,
                 None)
