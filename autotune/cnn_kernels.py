@@ -20,9 +20,27 @@ where numba is missing.
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
 from numba import get_num_threads, njit, prange, set_num_threads
 
+
+def _vectorize_short_loops() -> None:
+    """Have LLVM vectorize the loops over channels on CPUs without AVX-512.
+
+    There (AVX2: a Zen 3 EPYC here) LLVM's cost model left the pooling loops scalar for
+    fewer than 32 channels: 3.5 ms for the mnist study's first block (N=128, 16 channels,
+    28 x 28), against 0.17-0.19 ms vectorized with an interleave count of 2 forced
+    (2 threads; both the pooling and the pooling-after-convolution loop, 8-48 channels).
+    Set before anything here compiles; it reaches only what LLVM compiles in this process
+    (numba's loops: PyTorch's kernels come compiled). AVX-512 CPUs keep LLVM's choice, which
+    vectorized them (Zen 5: the first block's forward and backward in 1.31 ms).
+    """
+    if not llvm.get_host_cpu_features().get("avx512f", False):
+        llvm.set_option("autotune", "-force-vector-interleave=2")
+
+
+_vectorize_short_loops()
 _loop = njit(parallel=True, cache=True, nogil=True)  # compiled, threaded, cached on disk
 
 
@@ -162,19 +180,36 @@ def conv_pool_affine_relu(padded: np.ndarray, weight_t: np.ndarray, bias: np.nda
                 for p in range(4):
                     _conv_pixel(padded, b, 2 * i + p // 2, 2 * j + p % 2, weight_t, bias,
                                 corners[p])
-                for k in range(c):
-                    s = sign[k]
-                    best = s * corners[0, k]
-                    pick = 0
-                    for p in range(1, 4):
-                        v = s * corners[p, k]
-                        if v > best or v != v:
-                            best = v
-                            pick = p
-                    pooled[b, i, j, k] = best
-                    choice[b, i, j, k] = pick
-                    o = scale_abs[k] * best + shift[k]
-                    out[b, i, j, k] = o if o > 0 else np.float32(0.0)
+                _pool_pixel(corners[0], corners[1], corners[2], corners[3], sign, scale_abs,
+                            shift, out[b, i, j], pooled[b, i, j], choice[b, i, j])
+
+
+@njit(inline="always")
+def _pool_pixel(a: np.ndarray, b: np.ndarray, d: np.ndarray, e: np.ndarray,
+                sign: np.ndarray, scale_abs: np.ndarray, shift: np.ndarray, out: np.ndarray,
+                pooled: np.ndarray, choice: np.ndarray) -> None:
+    """One pooling window's channels: the max of sign * (a, b, d, e) (a NaN wins, the first
+    on ties) into pooled, its position 0-3 into choice, relu(scale_abs * max + shift) into
+    out. Written with selects, not branches, so that it compiles to vector instructions."""
+    for k in range(out.shape[0]):
+        s = sign[k]
+        best = s * a[k]
+        pick = np.uint8(0)
+        v = s * b[k]
+        g = (v > best) | (v != v)
+        best = v if g else best
+        pick = np.uint8(1) if g else pick
+        v = s * d[k]
+        g = (v > best) | (v != v)
+        best = v if g else best
+        pick = np.uint8(2) if g else pick
+        v = s * e[k]
+        g = (v > best) | (v != v)
+        best = v if g else best
+        pick = np.uint8(3) if g else pick
+        pooled[k] = best
+        choice[k] = pick
+        out[k] = max(scale_abs[k] * best + shift[k], np.float32(0.0))
 
 
 @njit(inline="always")
@@ -184,26 +219,10 @@ def _pool_tile(x: np.ndarray, sign: np.ndarray, scale_abs: np.ndarray, shift: np
     h2, w2, c = out.shape
     for i in range(h2):
         for j in range(w2):
-            for k in range(c):
-                s = sign[k]
-                best = s * x[2 * i, 2 * j, k]
-                pick = 0
-                v = s * x[2 * i, 2 * j + 1, k]
-                if v > best or v != v:
-                    best = v
-                    pick = 1
-                v = s * x[2 * i + 1, 2 * j, k]
-                if v > best or v != v:
-                    best = v
-                    pick = 2
-                v = s * x[2 * i + 1, 2 * j + 1, k]
-                if v > best or v != v:
-                    best = v
-                    pick = 3
-                pooled[i, j, k] = best
-                choice[i, j, k] = pick
-                o = scale_abs[k] * best + shift[k]
-                out[i, j, k] = o if o > 0 else np.float32(0.0)
+            a, b = x[2 * i, 2 * j], x[2 * i, 2 * j + 1]
+            d, e = x[2 * i + 1, 2 * j], x[2 * i + 1, 2 * j + 1]
+            _pool_pixel(a, b, d, e, sign, scale_abs, shift, out[i, j], pooled[i, j],
+                        choice[i, j])
 
 
 @njit(inline="always")

@@ -63,6 +63,21 @@ def test_training_gives_the_modules_outputs_gradients_and_running_statistics(
     assert int(fused_bn.num_batches_tracked) == 2
 
 
+@pytest.mark.parametrize("channels", [16, 19, 40])  # whole vectors, and a scalar tail
+def test_many_channels_and_tied_windows_give_the_modules_gradients(
+    channels: int, implementation: str
+) -> None:
+    """Channel counts that the compiled loops run in vector instructions, on values rounded
+    to halves so that most windows hold ties: the pool picks the first of them."""
+    x = torch.round(torch.randn(6, channels, 10, 10,
+                                generator=torch.Generator().manual_seed(4)) * 2) / 2
+    x = x.contiguous(memory_format=torch.channels_last)
+    (out, grad, bn), (fused_out, fused_grad, fused_bn) = run_both(x, seed=5, train=True)
+    torch.testing.assert_close(fused_out, out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused_grad, grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fused_bn.weight.grad, bn.weight.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_eval_mode_uses_the_running_statistics_like_the_modules(implementation: str) -> None:
     x = torch.randn(6, 4, 10, 10, generator=torch.Generator().manual_seed(2)).contiguous(
         memory_format=torch.channels_last)

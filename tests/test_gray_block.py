@@ -23,14 +23,15 @@ def layers(channels: int, bias: bool, seed: int) -> nn.Sequential:
 
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("size", [(28, 28), (9, 7)])  # odd sizes: the pool drops the edge
+@pytest.mark.parametrize("channels", [8, 19])  # 19: vector instructions and a scalar tail
 def test_training_gives_the_four_layers_outputs_gradients_and_statistics(
-    bias: bool, size: tuple[int, int]
+    bias: bool, size: tuple[int, int], channels: int
 ) -> None:
     x = torch.randn(12, 1, *size, generator=torch.Generator().manual_seed(0))
     x[:, :, :3] = 0.0  # a flat background: ties inside the pool's windows
     results = []
     for fused in (False, True):
-        net = layers(8, bias, seed=1)
+        net = layers(channels, bias, seed=1)
         for step in range(2):
             out = gray_block(x + step, net[0], net[1]) if fused else net(x + step)
             out.backward(torch.cos(torch.arange(out.numel()).view_as(out) * 0.37))
