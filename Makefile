@@ -20,6 +20,7 @@ lint: bootstrap
 
 bench: bootstrap  ## CPU benchmarks against Optuna's PyTorch example (~30 min; idle machine)
 	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_blocks.py
 	$(PY) scripts/bench_study.py
 
 bench-workers: bootstrap  ## 1/2/4/8 workers on SQLite and PostgreSQL (~10 min)
