@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import optuna
+import safetensors.numpy
 import safetensors.torch
 import torch
 from optuna.artifacts import FileSystemArtifactStore
@@ -115,8 +116,21 @@ def upload_weights(store: FileSystemArtifactStore, owner: optuna.Trial | optuna.
     """Attach model weights as safetensors (loading them can never run code) to a trial or
     a study; returns the artifact id."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    return _upload(store, owner, name, safetensors.torch.save(tensors),
-                   "application/octet-stream")
+    return _upload(store, owner, name, _safetensors_bytes(tensors), "application/octet-stream")
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors file of these CPU tensors. Through safetensors' NumPy writer where
+    NumPy holds every dtype (bfloat16, for one, it does not): the same bytes as its torch
+    writer, which reads each tensor's memory through a ctypes array made for it (~0.43
+    against ~0.13 ms for an MLP of 784 -> 64 -> 64 -> 64 -> 10: once per trial)."""
+    if any(t.dtype not in _NUMPY_DTYPES for t in tensors.values()):
+        return safetensors.torch.save(tensors)
+    return safetensors.numpy.save({k: t.numpy() for k, t in tensors.items()})
+
+
+_NUMPY_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                 torch.float16, torch.float32, torch.float64}
 
 
 def upload_study_weights(store: FileSystemArtifactStore, study: optuna.Study,

@@ -103,3 +103,30 @@ def test_uploads_are_recorded_as_optunas_upload_artifact_records_them(tmp_path: 
     optuna.artifacts.download_artifact(artifact_store=store, file_path=str(out),
                                        artifact_id=ids[artifacts.LEARNING_CURVE])
     assert json.loads(out.read_text()) == curve
+
+
+def test_weights_are_the_bytes_safetensors_torch_writer_gives_for_every_dtype(
+        tmp_path: Path) -> None:
+    """A CNN's state (float32 weights, BatchNorm's int64 count) goes through safetensors'
+    NumPy writer, a bfloat16 one through its torch writer: the stored file is what
+    `safetensors.torch.save` makes of the same tensors either way."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
+                              torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    net(torch.rand(2, 1, 6, 6))
+    states = {"float32": net.state_dict(),
+              "bfloat16": {k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                           for k, v in net.state_dict().items()}}
+    store = artifacts.open_store(tmp_path / "store")
+    study = optuna.create_study()
+    for label, state in states.items():
+        trial = study.ask()
+        artifact_id = artifacts.upload_weights(store, trial, state)
+        with store.open_reader(artifact_id) as reader:
+            stored = reader.read()
+        expected = safetensors.torch.save({k: v.contiguous() for k, v in state.items()})
+        assert stored == expected, label
+        loaded = safetensors.torch.load(stored)
+        assert loaded.keys() == state.keys()
+        for key, value in state.items():
+            assert loaded[key].dtype == value.dtype and torch.equal(loaded[key], value), key
