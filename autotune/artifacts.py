@@ -119,6 +119,11 @@ def upload_weights(store: FileSystemArtifactStore, owner: optuna.Trial | optuna.
     return _upload(store, owner, name, _safetensors_bytes(tensors), "application/octet-stream")
 
 
+# dtypes NumPy holds, so that safetensors' NumPy writer can take them
+_NUMPY_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                 torch.float16, torch.float32, torch.float64}
+
+
 def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
     """The safetensors file of these CPU tensors. Through safetensors' NumPy writer where
     NumPy holds every dtype (bfloat16, for one, it does not): the same bytes as its torch
@@ -127,10 +132,6 @@ def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
     if any(t.dtype not in _NUMPY_DTYPES for t in tensors.values()):
         return safetensors.torch.save(tensors)
     return safetensors.numpy.save({k: t.numpy() for k, t in tensors.items()})
-
-
-_NUMPY_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-                 torch.float16, torch.float32, torch.float64}
 
 
 def upload_study_weights(store: FileSystemArtifactStore, study: optuna.Study,

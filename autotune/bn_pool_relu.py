@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple, cast
 
@@ -143,27 +144,32 @@ def backward_coefficients(affine: Affine, grad_sums: np.ndarray, grad_x_sums: np
             x_coef, shift)
 
 
-def pooled_outputs(n: int, c: int, h: int, w: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Empty out, pooled (float32) and choice (uint8) maps, (N, H/2, W/2, C), for an
-    (N, C, H, W) input."""
-    out = torch.empty(n, h // 2, w // 2, c)
-    return out, torch.empty_like(out), torch.empty(out.shape, dtype=torch.uint8)
-
-
 def signs(scale: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per channel: the sign to pool with (-1 where scale < 0) and |scale|."""
     return (torch.where(scale < 0, -1.0, 1.0).numpy(), scale.abs().numpy())
 
 
+def pooling_pass(kernels: ModuleType, loop: Callable[..., None], inputs: tuple[Any, ...],
+                 shape: tuple[int, ...], scale: Tensor, shift: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Run a compiled pooling loop (`kernels.pool_affine_relu` or `conv_pool_affine_relu`)
+    on `inputs` for an (N, C, H, W) map of `shape` under the affine map (scale, shift).
+    Returns the block's output (N, C, H/2, W/2), channels-last, and what its backward keeps:
+    the pooled map and the pool's choice, (N, H/2, W/2, C)."""
+    n, c, h, w = shape
+    out = torch.empty(n, h // 2, w // 2, c)
+    pooled, choice = torch.empty_like(out), torch.empty(out.shape, dtype=torch.uint8)
+    sign, scale_abs = signs(scale)
+    kernels.parallel_chunks(torch.get_num_threads())
+    loop(*inputs, sign, scale_abs, shift.numpy(), out.numpy(), pooled.numpy(), choice.numpy())
+    return out.permute(0, 3, 1, 2), pooled, choice
+
+
 def _kernel_pool_affine_relu(kernels: ModuleType, x: Tensor, scale: Tensor, shift: Tensor
                              ) -> tuple[Tensor, Tensor, Tensor]:
     x = channels_last(x)
-    out, pooled, choice = pooled_outputs(*x.shape)
-    sign, scale_abs = signs(scale)
-    kernels.parallel_chunks(torch.get_num_threads())
-    kernels.pool_affine_relu(as_rows(x), sign, scale_abs, shift.numpy(), out.numpy(),
-                             pooled.numpy(), choice.numpy())
-    return out.permute(0, 3, 1, 2), pooled, choice
+    return pooling_pass(kernels, kernels.pool_affine_relu, (as_rows(x),), x.shape, scale,
+                        shift)
 
 
 class _KernelTraining(torch.autograd.Function):

@@ -30,8 +30,7 @@ from autotune.bn_pool_relu import (
     block_kernels,
     bn_pool_relu,
     pooled_backward,
-    pooled_outputs,
-    signs,
+    pooling_pass,
 )
 
 
@@ -67,12 +66,8 @@ def _conv_arrays(x: Tensor, weight: Tensor, bias: Tensor | None
 def _pool(kernels: ModuleType, x: Tensor, padded: np.ndarray, weight: np.ndarray,
           bias: np.ndarray, scale: Tensor, shift: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     n, _, h, w = x.shape
-    out, pooled, choice = pooled_outputs(n, weight.shape[1], h, w)
-    sign, scale_abs = signs(scale)
-    kernels.parallel_chunks(torch.get_num_threads())
-    kernels.conv_pool_affine_relu(padded, weight, bias, sign, scale_abs, shift.numpy(),
-                                  out.numpy(), pooled.numpy(), choice.numpy())
-    return out.permute(0, 3, 1, 2), pooled, choice
+    return pooling_pass(kernels, kernels.conv_pool_affine_relu, (padded, weight, bias),
+                        (n, weight.shape[1], h, w), scale, shift)
 
 
 class _Training(torch.autograd.Function):
