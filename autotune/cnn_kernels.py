@@ -34,7 +34,8 @@ def _vectorize_short_loops() -> None:
     (2 threads; both the pooling and the pooling-after-convolution loop, 8-48 channels).
     Set before anything here compiles; it reaches only what LLVM compiles in this process
     (numba's loops: PyTorch's kernels come compiled). AVX-512 CPUs keep LLVM's choice, which
-    vectorized them (Zen 5: the first block's forward and backward in 1.31 ms).
+    vectorized them (Zen 5: the first block's forward and backward in 1.31 ms); on a Zen 4
+    forcing the interleave there made that block slower (4.3 -> 6.4 ms).
     """
     if not llvm.get_host_cpu_features().get("avx512f", False):
         llvm.set_option("autotune", "-force-vector-interleave=2")

@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -82,7 +83,9 @@ def blocks(width: int) -> dict[str, dict[str, Callable[[], None]]]:
     from torch import nn
 
     from autotune import bn_pool_relu, gray_block
+    from autotune.config import TrainConfig
     from autotune.cpu_forward import cpu_forward
+    from autotune.models import build_model
 
     real_kernels = bn_pool_relu.block_kernels
 
@@ -90,18 +93,16 @@ def blocks(width: int) -> dict[str, dict[str, Callable[[], None]]]:
         bn_pool_relu.block_kernels = kernels  # type: ignore[assignment]
         gray_block.block_kernels = kernels  # type: ignore[assignment]
 
-    def layers(c_in: int, c_out: int) -> nn.Sequential:
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                             nn.BatchNorm2d(c_out), nn.MaxPool2d(2), nn.ReLU()
-                             ).to(memory_format=torch.channels_last)
-
+    # the mnist study's CNN of this width as training builds it; its two conv blocks
+    model = cast(nn.Sequential, build_model(TrainConfig(model="cnn", width=width, depth=2,
+                                                        seed=0), (1, 28, 28), 10))
+    first, second = model[0:4], model[4:8]  # Conv -> BatchNorm -> MaxPool -> ReLU, twice
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(BATCH, 1, 28, 28, generator=generator)
     hidden = torch.rand(BATCH, width, 14, 14, generator=generator).contiguous(
         memory_format=torch.channels_last).requires_grad_()
-    shapes = {f"1 -> {width} ch, 28x28": (layers(1, width), images),
-              f"{width} -> {2 * width} ch, 14x14": (layers(width, 2 * width), hidden)}
+    shapes = {f"1 -> {width} ch, 28x28": (first, images),
+              f"{width} -> {2 * width} ch, 14x14": (second, hidden)}
     result = {}
     for name, (block, x) in shapes.items():
         planned = cpu_forward(block)
