@@ -105,6 +105,9 @@ class _Own:
     written: _Pending
     stored: _StoredKeys
     beat_at: float | None = None  # time.monotonic() of the heartbeat written at its creation
+    # the study's claimed trials numbered below it (complete, pruned, running), counted in
+    # its creation's transaction; None if not created here (a queued trial taken)
+    claimed_before: int | None = None
 
     def current(self) -> FrozenTrial:
         """The trial as it is now: a copy, which the caller may change (param values,
@@ -147,6 +150,9 @@ class BatchedRDBStorage(ResilientRDBStorage):
         self._own: dict[int, _Own] = {}
         # trials that finished here, as stored, until a listing asks for them: (study id, trial)
         self._finished: dict[int, tuple[int, FrozenTrial]] = {}
+        # the study's claimed trials counted in the transaction that finished a trial here,
+        # until the budget check asks (`claimed_at_finish`)
+        self._claimed_at_finish: dict[int, int] = {}
         self._pending_lock = threading.Lock()  # guards the dicts above
         self._flush_lock = threading.Lock()  # one flush at a time: writes keep their order
         self._flush_every_s = flush_every_s
@@ -215,17 +221,18 @@ class BatchedRDBStorage(ResilientRDBStorage):
 
     def _create_new_trial(self, study_id: int,
                           template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        claimed_before = None
         if template_trial is None:
-            created, beat_at = self._create_running_trial(study_id)
+            created, beat_at, claimed_before = self._create_running_trial(study_id)
         else:
             created, beat_at = super()._create_new_trial(study_id, template_trial), None
         self._listing.created(study_id, created.number)
         if created.state == TrialState.RUNNING:
-            self._run_here(created, study_id, beat_at)
+            self._run_here(created, study_id, beat_at, claimed_before)
         return created
 
     def _run_here(self, trial: FrozenTrial, study_id: int | None = None,
-                  beat_at: float | None = None) -> None:
+                  beat_at: float | None = None, claimed_before: int | None = None) -> None:
         """Serve a running trial this process runs (created here, or a queued one it took)
         from memory from now on: no other process writes to it."""
         if study_id is None:
@@ -236,25 +243,29 @@ class BatchedRDBStorage(ResilientRDBStorage):
                              set(trial.intermediate_values))
         with self._pending_lock:
             self._own[trial._trial_id] = _Own(study_id, copy.deepcopy(trial), _Pending(), stored,
-                                              beat_at)
+                                              beat_at, claimed_before)
 
     @_retrying
-    def _create_running_trial(self, study_id: int) -> tuple[FrozenTrial, float | None]:
+    def _create_running_trial(self, study_id: int
+                              ) -> tuple[FrozenTrial, float | None, int]:
         """A new running trial, as RDBStorage._create_new_trial creates one without a
         template, in plain statements (trial_sql) instead of the ORM's unit of work; with
-        heartbeats on, its first heartbeat in the same transaction. Returns the trial and
-        when that heartbeat was written (time.monotonic())."""
+        heartbeats on, its first heartbeat in the same transaction. Returns the trial, when
+        that heartbeat was written (time.monotonic()) and the study's claimed trials numbered
+        below it, counted in the same transaction (the budget's surplus check: no
+        transaction of its own)."""
         beat_at = None
         with _create_scoped_session(self.scoped_session) as session:
             connection = session.connection()
             trial_id, number, start = trial_sql.create_running_trial(connection, study_id)
+            claimed_before = trial_sql.count_claimed(connection, study_id, before=number)
             if self.heartbeat_interval:
                 trial_sql.first_heartbeat(connection, trial_id)
                 beat_at = time.monotonic()
         return FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None,
                            datetime_start=start, datetime_complete=None, params={},
                            distributions={}, user_attrs={}, system_attrs={},
-                           intermediate_values={}, trial_id=trial_id), beat_at
+                           intermediate_values={}, trial_id=trial_id), beat_at, claimed_before
 
     @_retrying
     def record_heartbeat(self, trial_id: int) -> None:
@@ -368,6 +379,19 @@ class BatchedRDBStorage(ResilientRDBStorage):
         with self.engine.connect() as connection:
             return trial_sql.count_claimed(connection, study_id, before)
 
+    def claimed_at_creation(self, trial_id: int) -> int | None:
+        """count_claimed(its study, before=its number) as counted in the transaction that
+        created this running trial here; None for a trial not created here."""
+        with self._pending_lock:
+            own = self._own.get(trial_id)
+            return None if own is None else own.claimed_before
+
+    def claimed_at_finish(self, trial_id: int) -> int | None:
+        """count_claimed(its study) as counted in the transaction that finished this trial
+        here (once: the count is dropped as it is read); None if it did not finish here."""
+        with self._pending_lock:
+            return self._claimed_at_finish.pop(trial_id, None)
+
     # --- flushing -----------------------------------------------------------------------
 
     def flush(self, trial_id: int | None = None) -> None:
@@ -446,6 +470,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
             trial_sql.replace_intermediate_values(connection, trial_id, values, values if (
                 stored_steps is None) else (step for step in values if step in stored_steps))
             times = None
+            claimed = None  # the study's claimed trials once this one is finished
             if finish is not None:
                 complete = trial_sql.finish(connection, trial_id, *finish,
                                             may_have_values=own is None or (
@@ -458,6 +483,13 @@ class BatchedRDBStorage(ResilientRDBStorage):
                     times = ((own.created.datetime_start, complete)
                              if trial_sql.keeps_microseconds(connection.dialect)
                              else trial_sql.stored_times(connection, trial_id))
+                    # for the budget's stop check, which then needs no transaction of its own
+                    claimed = trial_sql.count_claimed(connection, own.study_id, None)
+        if claimed is not None:  # committed
+            with self._pending_lock:
+                self._claimed_at_finish[trial_id] = claimed
+                while len(self._claimed_at_finish) > _MAX_FINISHED_KEPT:  # never asked for
+                    del self._claimed_at_finish[next(iter(self._claimed_at_finish))]
         if known is not None:  # committed: these rows exist now
             known.user_attrs.update(pending.user_attrs)
             known.system_attrs.update(pending.system_attrs)

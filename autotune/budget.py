@@ -27,6 +27,23 @@ def n_claimed(study: optuna.Study, before: int | None = None) -> int:
                or (t.state == RUNNING and (before is None or t.number < before)))
 
 
+def claimed_before(trial: optuna.Trial) -> int:
+    """n_claimed(study, before=trial.number), as counted in the transaction that created the
+    trial where the storage counted it there (a trial created by this process in a
+    relational database), else counted now."""
+    backend = batched_backend(trial.study._storage)
+    counted = None if backend is None else backend.claimed_at_creation(trial._trial_id)
+    return n_claimed(trial.study, before=trial.number) if counted is None else counted
+
+
+def claimed_after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+    """n_claimed(study) once `trial` has finished, as counted in the transaction that
+    finished it where the storage counted it there, else counted now."""
+    backend = batched_backend(study._storage)
+    counted = None if backend is None else backend.claimed_at_finish(trial._trial_id)
+    return n_claimed(study) if counted is None else counted
+
+
 def guard(objective: Callable[[optuna.Trial], float], n_trials: int
           ) -> Callable[[optuna.Trial], float]:
     """Refuse a trial that started after the budget was taken by trials ahead of it.
@@ -36,7 +53,7 @@ def guard(objective: Callable[[optuna.Trial], float], n_trials: int
     at once, untrained, so the study still ends with exactly N finished trials.
     """
     def guarded(trial: optuna.Trial) -> float:
-        if n_claimed(trial.study, before=trial.number) >= n_trials:
+        if claimed_before(trial) >= n_trials:
             trial.set_user_attr("fail_reason", f"surplus: the study's {n_trials} trials were "
                                 "already finished or running when this one started; not run")
             raise Surplus(f"trial {trial.number} is beyond the study's total of {n_trials}")
@@ -60,7 +77,7 @@ class StopAtTotal:
         surplus = trial.user_attrs.get("fail_reason", "").startswith("surplus")
         failed = trial.state == optuna.trial.TrialState.FAIL and not surplus
         self.n_failed = self.n_failed + 1 if failed else 0
-        if n_claimed(study) >= self.n_trials:
+        if claimed_after(study, trial) >= self.n_trials:
             self.stopped = True
         elif self.n_failed >= self.max_consecutive_failures:
             self.failed_out = self.stopped = True

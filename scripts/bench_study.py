@@ -303,7 +303,7 @@ TIMED: list[tuple[str, list[tuple[str, str]]]] = [
     ("  storage writes (batched, incl. the finish)", [
         ("autotune.batched", "BatchedRDBStorage._write")]),
     ("  tell (finishing the trial)", [("autotune.loop", "_tell_with_warning")]),
-    ("budget counts (surplus guard in the trial, stop check after it)", [
+    ("budget counts not made in the trial's creation or finish (none on SQLite)", [
         ("autotune.budget", "n_claimed")]),
     ("stale-trial checks (every 10 s)", [("autotune.loop", "fail_stale_trials")]),
 ]

@@ -172,6 +172,34 @@ def test_the_budget_count_in_sql_matches_counting_the_trials(rdb_url):
         assert n_claimed(study, before) == slow, before
 
 
+def test_budget_counts_taken_in_the_create_and_finish_transactions_match_a_fresh_count(
+        rdb_url):
+    from autotune.budget import claimed_after, claimed_before, n_claimed
+
+    opened = storage.open_storage(rdb_url)
+    study = optuna.create_study(storage=opened, study_name=f"counted-{uuid.uuid4().hex[:8]}",
+                                direction="maximize")
+    other = optuna.load_study(study_name=study.study_name, storage=storage.open_storage(rdb_url))
+    for state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED):
+        other.tell(other.ask(), 0.5 if state == TrialState.COMPLETE else None, state=state)
+    other.ask()  # running in another process: claimed, numbered below the next
+    first, second = study.ask(), study.ask()
+    statements = sql_statements(opened)
+    assert claimed_before(first) == 3  # from the creation, with no query of its own
+    assert not statements
+    assert n_claimed(study, before=first.number) == 3
+    assert claimed_before(second) == n_claimed(study, before=second.number) == 4
+    study.tell(first, 0.9)
+    finished = study.get_trials(deepcopy=False)[first.number]
+    assert claimed_after(study, finished) == n_claimed(study) == 5
+    study.tell(second, state=TrialState.FAIL)
+    failed = study.get_trials(deepcopy=False)[second.number]
+    counted = len(statements)
+    assert claimed_after(study, failed) == 4  # from the finish, with no query of its own
+    assert len(statements) == counted
+    assert claimed_after(study, failed) == n_claimed(study) == 4  # read once, then counted
+
+
 def test_reads_of_a_trial_this_process_runs_match_the_database_after_each_flush(rdb_url):
     writer, _, trial_id = new_trial(rdb_url)
     writer._flush_every_s = 3600.0
