@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m autotune.dashboard",
         description="Serve optuna-dashboard on autotune's storage: every study with its trials, "
                     "plots, user attributes (seed, epochs, seconds, prune/fail reasons), notes "
-                    "and per-trial artifacts (learning_curve.json, weights.safetensors). Stop it "
-                    "with Ctrl-C.",
+                    "and per-trial artifacts (learning_curve.json; weights.safetensors of the "
+                    "trials the study file's trial_weights names). Stop it with Ctrl-C.",
         epilog="exit codes: 0 stopped, 1 storage unreachable, 2 bad usage (e.g. a bad "
                "--storage URL, a port in use)")
     parser.add_argument("--storage", metavar="URL",

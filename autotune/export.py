@@ -95,8 +95,9 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
                          "trials before exporting") from None
     return {
         "name": study.study_name + NAME_SUFFIX,
-        # how the study's final step retrains; not part of the definition, so read from the file
-        **final_train(study),
+        # how the study's final step retrains and which trials keep weights: not part of the
+        # definition, so read from the file
+        **file_only_keys(study),
         "description": f"best configuration of study '{study.study_name}': trial "
                        f"#{best.number}, {METRIC_NAME} {best.value:.4f}",
         "dataset": definition["dataset"],
@@ -113,13 +114,17 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
     }
 
 
-def final_train(study: optuna.Study) -> dict[str, Any]:
-    """{"final_train": ...} as the study's own file set it, else {} (the default applies)."""
+# Top-level study-file keys outside the stored definition, carried over as the file set them.
+FILE_ONLY_KEYS = ("final_train", "trial_weights")
+
+
+def file_only_keys(study: optuna.Study) -> dict[str, Any]:
+    """The FILE_ONLY_KEYS the study's own file set (a key it did not set keeps its default)."""
     try:
         raw = tomllib.loads(study.user_attrs.get(SPEC_TEXT_ATTR) or "")
     except tomllib.TOMLDecodeError:
         return {}
-    return {"final_train": raw["final_train"]} if "final_train" in raw else {}
+    return {key: raw[key] for key in FILE_ONLY_KEYS if key in raw}
 
 
 def header(study: optuna.Study, out: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import time
@@ -56,13 +55,15 @@ class Objective:
         start = self.resume_point(trial, history)
         epochs = [EpochResult(**e) for e in start.epochs] if start else []
         best: dict[str, torch.Tensor] = {}  # weights of the best epoch trained here
+        keeping = self.spec.trial_weights != "none"
 
         def on_checkpoint(state: TrainState) -> None:
             artifacts.save_checkpoint(self.store, self.spec.name, trial.number, state)
             batched.flush_trial(trial)  # a stored checkpoint's epochs are stored values too
 
         def on_epoch(result: EpochResult) -> None:
-            if result.val_accuracy > max((e.val_accuracy for e in epochs), default=-1.0):
+            if keeping and result.val_accuracy > max((e.val_accuracy for e in epochs),
+                                                     default=-1.0):
                 best.clear()  # the first of equals is the best epoch, as in FitResult
                 best.update({k: v.detach().clone() for k, v in model.state_dict().items()})
             epochs.append(result)
@@ -93,10 +94,11 @@ class Objective:
             record_epochs(trial, epochs, time.perf_counter() - started)
             trial.set_user_attr("peak_memory_mb", peak_memory.peak_mb(self.device))
             artifacts.upload_json(self.store, trial, artifacts.LEARNING_CURVE,
-                                  [dataclasses.asdict(e) for e in epochs])
+                                  [e.as_dict() for e in epochs])
             if not interrupted:
                 artifacts.remove_checkpoint(self.store, self.spec.name, trial.number)
-        if best:
+        if best and keeps_weights(self.spec.trial_weights, result.best_val_accuracy,
+                                  trial.study):
             artifacts.upload_weights(self.store, trial, best)
         trial.set_user_attr("best_epoch", result.best_epoch)
         return result.best_val_accuracy
@@ -133,6 +135,20 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     for trial in todo:
         requeue(study, trial)
     return [t.number for t in todo]
+
+
+def keeps_weights(policy: str, value: float, study: optuna.Study) -> bool:
+    """Whether a trial that reached `value` stores its best epoch's weights: under "all"
+    always, "none" never, "improving" when no complete trial did better in the listing this
+    trial's sampler made (as of its start; made now if none was). A listing can only be
+    behind the study, so the study's best trial always has its weights (ties too), and at
+    most a few others do: each weights file costs a file and its record (~0.5 ms a trial on
+    SQLite here) and the disk of one model."""
+    if policy != "improving":
+        return policy == "all"
+    finished = study._get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,),
+                                 use_cache=True)
+    return all(t.value is None or value >= t.value for t in finished)
 
 
 def retry_history(trial: optuna.Trial) -> list[int]:

@@ -18,7 +18,8 @@ from autotune.errors import SpecError
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "studies"
 
 TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
-            "final_train", "budget", "sampler", "pruner", "fixed", "space", "start_from"}
+            "final_train", "trial_weights", "budget", "sampler", "pruner", "fixed", "space",
+            "start_from"}
 BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
 PARAM_KEYS = {"low", "high", "log", "step", "choices"}
 # Fields a study sets in its own keys, not through [fixed] or [space].
@@ -26,6 +27,8 @@ NOT_SEARCHABLE = {"seed", "max_epochs", "model"}
 ALLOWED_CHOICES = {"optimizer": OPTIMIZERS, "model": MODELS, "schedule": SCHEDULES}
 # What the final retrain of the best configuration trains on (autotune.final).
 FINAL_TRAIN = ("train", "train+val")
+# Which trials store their best epoch's weights as an artifact (autotune.objective).
+TRIAL_WEIGHTS = ("improving", "all", "none")
 # Flipping a digit left-right makes another symbol (or none): no label survives it.
 NO_HFLIP_DATASETS = ("digits", "mnist")
 
@@ -57,6 +60,9 @@ class StudySpec:
     # test evaluation: "train" reproduces the validated model; "train+val" adds the
     # validation images (more data, usually a little higher test accuracy)
     final_train: str = "train"
+    # trials that store their best epoch's weights: "improving" (those that were the study's
+    # best when they finished, so the best trial always has them), "all" or "none"
+    trial_weights: str = "improving"
     n_trials: int = 20  # study-wide total of finished (complete + pruned) trials
     timeout_s: float | None = None  # stop starting trials after this many seconds of a run
     max_epochs: int = 10  # epochs per trial unless pruned
@@ -142,6 +148,7 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         val_fraction=v.number(raw, "val_fraction", 0.1, low=0.0, high=1.0, open_=True) or 0.1,
         split_seed=v.typed(raw, "split_seed", int, 0),
         final_train=v.one_of(raw, "final_train", FINAL_TRAIN, "train"),
+        trial_weights=v.one_of(raw, "trial_weights", TRIAL_WEIGHTS, "improving"),
         n_trials=v.positive_int(budget, "n_trials", 20, "budget."),
         timeout_s=v.number(budget, "timeout_s", None, low=0.0, prefix="budget.", open_=True),
         max_epochs=v.positive_int(budget, "max_epochs", 10, "budget."),

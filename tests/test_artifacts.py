@@ -130,3 +130,65 @@ def test_weights_are_the_bytes_safetensors_torch_writer_gives_for_every_dtype(
         assert loaded.keys() == state.keys()
         for key, value in state.items():
             assert loaded[key].dtype == value.dtype and torch.equal(loaded[key], value), key
+
+
+WEIGHTS_STUDY = """
+name = "weights"
+dataset = "digits"
+model = "mlp"
+seed = 5
+val_fraction = 0.2
+trial_weights = "{policy}"
+[budget]
+n_trials = 6
+max_epochs = 2
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[fixed]
+depth = 1
+[space]
+lr = {{ low = 1e-4, high = 0.3, log = true }}
+width = {{ low = 8, high = 32 }}
+"""
+
+
+@pytest.mark.parametrize("policy", ["improving", "all", "none"])
+def test_trials_store_their_best_epochs_weights_as_the_study_file_says(
+        tmp_path: Path, policy: str) -> None:
+    import subprocess
+    import sys
+
+    from autotune import data, space, spec
+    from autotune.train import evaluate
+    from tests.conftest import REPO, write_study
+
+    study_file = write_study(tmp_path, WEIGHTS_STUDY.format(policy=policy), name="weights")
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    done = subprocess.run([sys.executable, "-m", "autotune.run", "--study", str(study_file),
+                           "--storage", url, "--artifacts", str(tmp_path / "art")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="weights", storage=url)
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 6
+    with_weights = [t.number for t in trials if artifacts.WEIGHTS in {
+        m.filename for m in optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)}]
+    improving = [t.number for i, t in enumerate(trials)
+                 if all(t.value >= earlier.value for earlier in trials[:i])]
+    assert len(improving) < 6  # else "improving" and "all" would look alike
+    assert with_weights == {"improving": improving, "all": [t.number for t in trials],
+                            "none": []}[policy]
+    if policy == "none":
+        return
+    # the best trial's weights are its best epoch's: they score its value on validation again
+    best = study.best_trial
+    (meta,) = [m for m in optuna.artifacts.get_all_artifact_meta(best, storage=study._storage)
+               if m.filename == artifacts.WEIGHTS]
+    study_spec = spec.load_spec(str(study_file))
+    cfg = space.to_config(study_spec, best.params, seed=best.user_attrs["seed"])
+    splits = data.load_splits("digits", data_dir=None, val_fraction=0.2, split_seed=0)
+    model = build_model(cfg, splits.input_shape, splits.n_classes)
+    model.load_state_dict(safetensors.torch.load_file(tmp_path / "art" / meta.artifact_id))
+    assert evaluate(model, splits.x_val, splits.y_val) == best.value

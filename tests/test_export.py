@@ -144,10 +144,12 @@ def test_export_refuses_a_study_without_a_complete_trial(tmp_path: Path,
 
 @pytest.mark.parametrize(("text", "expected"), [
     ('dataset = "digits"\nfinal_train = "train+val"\n', {"final_train": "train+val"}),
+    ('dataset = "digits"\ntrial_weights = "all"\nfinal_train = "train"\n',
+     {"final_train": "train", "trial_weights": "all"}),
     ('dataset = "digits"\n', {}),
 ])
-def test_export_keeps_the_final_train_setting_of_the_study_file(
+def test_export_keeps_the_study_file_settings_outside_the_definition(
         text: str, expected: dict[str, str]) -> None:
     study = optuna.create_study()
     study.set_user_attr(SPEC_TEXT_ATTR, text)
-    assert export.final_train(study) == expected
+    assert export.file_only_keys(study) == expected

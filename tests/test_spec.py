@@ -247,6 +247,15 @@ def test_load_spec_allows_horizontal_flips_of_garments_and_unflipped_digits(tmp_
     assert load_text(tmp_path, MINIMAL + "[fixed]\nhflip = false\n").fixed["hflip"] is False
 
 
+def test_load_spec_reads_trial_weights_defaulting_to_improving_trials(tmp_path):
+    assert load_text(tmp_path, MINIMAL).trial_weights == "improving"
+    spec = load_text(tmp_path, MINIMAL + 'trial_weights = "all"\n')
+    assert spec.trial_weights == "all"
+    assert "trial_weights" not in spec.definition()  # a resume may change it
+    message = rejection(tmp_path, MINIMAL + 'trial_weights = "best"\n')
+    assert "trial_weights: unknown value 'best'; allowed: improving, all, none" in message
+
+
 def test_load_spec_reads_final_train_defaulting_to_the_train_split(tmp_path):
     assert load_text(tmp_path, MINIMAL).final_train == "train"
     spec = load_text(tmp_path, MINIMAL + 'final_train = "train+val"\n')
