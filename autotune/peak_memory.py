@@ -3,13 +3,12 @@ on CPU (Linux), reset at the start of each trial so trials in one process do not
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import os
 
 import torch
 
-STATUS = Path("/proc/self/status")
-CLEAR_REFS = Path("/proc/self/clear_refs")  # writing "5" resets VmHWM (Linux >= 4.0)
+STATUS = "/proc/self/status"
+CLEAR_REFS = "/proc/self/clear_refs"  # writing "5" resets VmHWM (Linux >= 4.0)
 MIB = 2**20
 
 
@@ -18,8 +17,12 @@ def reset(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
-    try:
-        CLEAR_REFS.write_text("5")
+    try:  # os-level calls: a third of the time of Path.write_text, twice a trial
+        fd = os.open(CLEAR_REFS, os.O_WRONLY)
+        try:
+            os.write(fd, b"5")
+        finally:
+            os.close(fd)
     except OSError:  # not Linux, or /proc read-only: the peak then covers the whole process
         pass
 
@@ -30,7 +33,15 @@ def peak_mb(device: torch.device) -> float | None:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / MIB, 1)
     try:
-        found = re.search(r"^VmHWM:\s+(\d+) kB", STATUS.read_text(), re.MULTILINE)
+        fd = os.open(STATUS, os.O_RDONLY)
+        try:
+            status = os.read(fd, 1 << 16)
+        finally:
+            os.close(fd)
     except OSError:
         return None
-    return round(int(found.group(1)) * 1024 / MIB, 1) if found else None
+    start = status.find(b"\nVmHWM:")
+    if start < 0:
+        return None
+    kib = status[start + 7 : status.find(b"kB", start)].strip()
+    return round(int(kib) * 1024 / MIB, 1) if kib.isdigit() else None
