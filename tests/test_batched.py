@@ -3,6 +3,7 @@ at the trial's end, visible at once to this process; on SQLite, PostgreSQL and M
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -50,8 +51,14 @@ def same_time(mine, stored_time) -> bool:  # type: ignore[no-untyped-def]
 def sql_statements(writer: BatchedRDBStorage) -> list[str]:
     """Every SQL statement the storage sends from now on, appended as it is sent."""
     statements: list[str] = []
-    sqlalchemy.event.listen(writer.engine, "before_cursor_execute",
-                            lambda *args: statements.append(args[2]))
+    if writer.engine.dialect.name == "sqlite":
+        # the statements trial_sql sends straight to sqlite3 pass no SQLAlchemy event:
+        # sqlite3 traces each statement of a connection, whoever sends it
+        sqlalchemy.event.listen(writer.engine, "checkout", lambda dbapi_connection, *_:
+                                dbapi_connection.set_trace_callback(statements.append))
+    else:
+        sqlalchemy.event.listen(writer.engine, "before_cursor_execute",
+                                lambda *args: statements.append(args[2]))
     return statements
 
 
@@ -337,3 +344,52 @@ def test_listings_within_the_window_answer_from_memory_until_others_created_tria
     assert [t._trial_id for t in writer._get_trials(study_id, None, {mine, newest}, theirs)
             ] == [mine, newest, late]
     assert statements
+
+
+def test_on_sqlite_the_direct_statements_store_the_rows_sqlalchemy_would(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """trial_sql sends a trial's creation and finish straight to sqlite3; the same writes
+    through SQLAlchemy's execution path leave the same rows, value for value and type for
+    type (times aside: they are when each ran)."""
+    from datetime import datetime
+
+    from autotune import trial_sql
+
+    class WholeSecond(datetime):  # the one instant that tells how a time was written
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def]
+            return datetime(2026, 12, 2, 10, 0, 0)
+
+    monkeypatch.setattr(trial_sql, "datetime", WholeSecond)
+
+    def run(url: str) -> dict[str, list[tuple]]:
+        writer, study_id, mine = new_trial(url)
+        write_some(writer, mine)
+        writer.set_trial_user_attr(mine, "nested", {"a": [1, 2.5, None]})
+        writer.set_trial_intermediate_value(mine, 4, float("nan"))
+        writer.set_trial_state_values(mine, TrialState.COMPLETE, [float("inf")])
+        pruned = writer.create_new_trial(study_id)
+        writer.set_trial_state_values(pruned, TrialState.PRUNED)
+        writer.engine.dispose()
+        rows = {}
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            for table in ("trials", "trial_params", "trial_user_attributes",
+                          "trial_system_attributes", "trial_intermediate_values",
+                          "trial_values", "trial_heartbeats"):
+                rows[table] = [tuple((type(v).__name__, v) for v in row) for row in
+                               connection.execute(f"SELECT * FROM {table} ORDER BY 1")]
+        connection.close()
+        def is_time(kind: str, value: object) -> bool:
+            return kind == "str" and str(value).startswith("20")
+
+        # a trial's times as SQLAlchemy writes them for SQLite: microseconds always shown
+        # (sqlite3's own adapter drops them when they are 0)
+        assert all(len(v) == 26 for row in rows["trials"] for k, v in row if is_time(k, v))
+        return {table: [tuple((k, "a time") if is_time(k, v) else (k, v) for k, v in row)
+                        for row in found] for table, found in rows.items()}
+
+    direct = run(f"sqlite:///{tmp_path / 'direct.db'}")
+    monkeypatch.setattr(trial_sql, "_direct", lambda connection: False)
+    through_sqlalchemy = run(f"sqlite:///{tmp_path / 'sqlalchemy.db'}")
+    assert direct == through_sqlalchemy
+    assert len(direct["trials"]) == 2 and direct["trial_values"]
