@@ -132,8 +132,22 @@ def _cursor(connection: sqlalchemy.Connection, statement: sqlalchemy.Executable,
             values: Mapping[str, Any]) -> Any:
     """Run the statement on the sqlite3 connection under `connection`, in its transaction."""
     compiled = _compiled(statement, connection.dialect)
-    return connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-        compiled.sql, compiled.parameters(values))
+    return _on_driver(connection, "execute", compiled.sql, compiled.parameters(values))
+
+
+def _on_driver(connection: sqlalchemy.Connection, method: str, sql: str,
+               parameters: Any) -> Any:
+    """The driver connection's `method` (execute, executemany); a driver error is raised as
+    SQLAlchemy raises it (sqlalchemy.exc.OperationalError for a lock held too long,
+    IntegrityError for a lost race, ...), so the callers' retries, rollbacks and races work
+    as on SQLAlchemy's path."""
+    driver = connection.connection.driver_connection
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    try:
+        return getattr(driver, method)(sql, parameters)
+    except dbapi_error as exc:
+        raise sqlalchemy.exc.DBAPIError.instance(  # type: ignore[misc]
+            sql, parameters, exc, dbapi_error, dialect=connection.dialect) from exc
 
 
 def _execute(connection: sqlalchemy.Connection, statement: sqlalchemy.Executable,
@@ -170,8 +184,7 @@ def _insert_rows(connection: sqlalchemy.Connection, table: sqlalchemy.Table,
         connection.execute(statement, list(rows))
         return
     compiled = _compiled(statement, connection.dialect, tuple(rows[0]))
-    connection.connection.driver_connection.executemany(  # type: ignore[union-attr]
-        compiled.sql, [compiled.parameters(row) for row in rows])
+    _on_driver(connection, "executemany", compiled.sql, [compiled.parameters(r) for r in rows])
 
 
 def create_running_trial(connection: sqlalchemy.Connection, study_id: int

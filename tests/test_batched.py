@@ -393,3 +393,26 @@ def test_on_sqlite_the_direct_statements_store_the_rows_sqlalchemy_would(
     through_sqlalchemy = run(f"sqlite:///{tmp_path / 'sqlalchemy.db'}")
     assert direct == through_sqlalchemy
     assert len(direct["trials"]) == 2 and direct["trial_values"]
+
+
+def test_on_sqlite_a_driver_error_on_the_direct_path_is_raised_as_sqlalchemy_raises_it(
+        tmp_path: Path) -> None:
+    """A finish that loses a race (its value row is there already) is refused as on
+    SQLAlchemy's path: IntegrityError, caught as a lost race, the transaction rolled back
+    (no write lock left behind for the next writer)."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    writer, study_id, mine = new_trial(url)
+    with sqlite3.connect(tmp_path / "race.db") as other:  # another worker's value row
+        other.execute("INSERT INTO trial_values (trial_id, objective, value, value_type) "
+                      "VALUES (?, 0, 0.25, 'FINITE')", (mine,))
+    other.close()
+    assert writer.set_trial_state_values(mine, TrialState.COMPLETE, [0.5]) is False
+    with sqlite3.connect(tmp_path / "race.db", timeout=0.5) as other:  # no lock is held
+        other.execute("UPDATE trials SET state = 'FAIL' WHERE trial_id = ?", (mine,))
+    other.close()
+    from autotune import trial_sql
+
+    with writer.engine.begin() as connection, pytest.raises(sqlalchemy.exc.IntegrityError):
+        trial_sql.insert_params(connection, [
+            {"trial_id": mine, "param_name": "x", "param_value": 0.5,
+             "distribution_json": "{}"}] * 2)  # one param name twice in a trial
