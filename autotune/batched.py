@@ -130,6 +130,15 @@ def _as_stored(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _put_bounded(kept: dict[int, Any], trial_id: int, value: Any) -> None:
+    """kept[trial_id] = value, dropping the oldest entries past _MAX_FINISHED_KEPT: what a
+    finished trial leaves for a later reader (a listing, the budget check) that may never
+    come is not kept forever."""
+    kept[trial_id] = value
+    while len(kept) > _MAX_FINISHED_KEPT:
+        del kept[next(iter(kept))]
+
+
 def flush_every_s_from_env() -> float:
     """Seconds between background flushes: $AUTOTUNE_FLUSH_EVERY_S (> 0), else FLUSH_EVERY_S."""
     return env.seconds("AUTOTUNE_FLUSH_EVERY_S", FLUSH_EVERY_S, positive=True)
@@ -213,9 +222,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
             trial.state = state
             trial.values = None if values is None else [float(v) for v in values]
             trial.datetime_start, trial.datetime_complete = stored
-            self._finished[trial_id] = (own.study_id, trial)
-            while len(self._finished) > _MAX_FINISHED_KEPT:  # never listed: not kept forever
-                del self._finished[next(iter(self._finished))]
+            _put_bounded(self._finished, trial_id, (own.study_id, trial))
 
     # --- the trials this process created: read without asking the database --------------
 
@@ -487,9 +494,7 @@ class BatchedRDBStorage(ResilientRDBStorage):
                     claimed = trial_sql.count_claimed(connection, own.study_id, None)
         if claimed is not None:  # committed
             with self._pending_lock:
-                self._claimed_at_finish[trial_id] = claimed
-                while len(self._claimed_at_finish) > _MAX_FINISHED_KEPT:  # never asked for
-                    del self._claimed_at_finish[next(iter(self._claimed_at_finish))]
+                _put_bounded(self._claimed_at_finish, trial_id, claimed)
         if known is not None:  # committed: these rows exist now
             known.user_attrs.update(pending.user_attrs)
             known.system_attrs.update(pending.system_attrs)
