@@ -2,8 +2,8 @@
 
 PyTorch sends float32 matrix products on the CPU to MKL, which on AMD processors runs its
 AVX2 code; oneDNN, also inside PyTorch (its CPU convolutions), picks kernels by the
-instructions the processor has, AVX-512 included. On this project's 2-core AMD EPYC (Zen 5),
-batch 128, float32, median us (scratch A/B of the two, alternated in one process):
+instructions the processor has, AVX-512 included. On a 2-core AMD EPYC of family 26 (Zen 5,
+AVX-512), batch 128, float32, median us (scratch A/B of the two, alternated in one process):
 
     layer (in -> out)   forward  MKL / oneDNN   weight grad  MKL / oneDNN   input grad
     784 -> 128                   237 / 114                   238 / 131       235 / 122
@@ -11,8 +11,14 @@ batch 128, float32, median us (scratch A/B of the two, alternated in one process
     784 -> 64                    105 / 69                    109 / 75        100 / 63
     128 -> 128                    63 / 54                     64 / 88         56 / 47
 
+On a 2-core AMD EPYC of family 23 (Zen 2: AVX2, no AVX-512), the same sizes the other way
+round: 784 -> 128 forward 341 / 463-493, weight grad 354 / 412-427 us, and the written-out
+step of an MLP 2 x 64 / 3 x 128 trains 13% / 5% more images per second on MKL. oneDNN's
+lead comes from its AVX-512 kernels, which MKL does not run on AMD processors.
+
 So layers with at least WIDE_IN_FEATURES inputs (the input layer of an MLP on 28 x 28
-images, a CNN's first fully connected layer) take oneDNN; narrower ones keep MKL, which is
+images, a CNN's first fully connected layer) take oneDNN where torch's CPU kernels use
+AVX-512 (`FASTER_HERE`); narrower ones, and all on CPUs without AVX-512, keep MKL, which is
 as fast there and faster for the weight gradient. The op is `torch.ops.mkldnn.
 _linear_pointwise`, which PyTorch's compiler emits for CPU linear layers; where a build lacks
 it, every product falls back to MKL (`torch.addmm` / `torch.mm`), with the same results up to
@@ -27,6 +33,8 @@ import torch
 from torch import Tensor
 
 WIDE_IN_FEATURES = 512  # from here on oneDNN beats MKL on all three products (table above)
+# whether this CPU runs oneDNN's AVX-512 kernels, which beat MKL's here (table above)
+FASTER_HERE = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 _linear_pointwise: Any
 try:
@@ -41,9 +49,10 @@ def available() -> bool:
 
 
 def wide(weight: Tensor) -> bool:
-    """Whether a float32 CPU layer with this (out, in) weight takes oneDNN. Decide once per
-    layer and pass it on: the products below are called every step."""
-    return (_linear_pointwise is not None and weight.device.type == "cpu"
+    """Whether a float32 CPU layer with this (out, in) weight takes oneDNN (on a CPU where it
+    is the faster, `FASTER_HERE`). Decide once per layer and pass it on: the products below
+    are called every step."""
+    return (_linear_pointwise is not None and FASTER_HERE and weight.device.type == "cpu"
             and weight.dtype == torch.float32 and weight.shape[1] >= WIDE_IN_FEATURES)
 
 

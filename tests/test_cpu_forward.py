@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autotune import onednn
 from autotune.config import TrainConfig
 from autotune.cpu_forward import PlannedSequential, cpu_forward
 from autotune.models import build_model
@@ -20,7 +21,10 @@ MNIST = (1, 28, 28)
     TrainConfig(model="cnn", width=4, depth=1, batch_norm=False),
     TrainConfig(model="mlp", width=32, depth=2),
 ], ids=["cnn", "cnn-deep-dropout", "cnn-no-batch-norm", "mlp"])
-def test_training_steps_through_the_plan_repeat_the_models_own(cfg: TrainConfig) -> None:
+def test_training_steps_through_the_plan_repeat_the_models_own(cfg: TrainConfig, monkeypatch
+                                                              ) -> None:  # type: ignore[no-untyped-def]
+    # wide layers through oneDNN, as on a CPU with AVX-512, whatever this one has
+    monkeypatch.setattr(onednn, "FASTER_HERE", True)
     model = build_model(cfg, MNIST, 10)
     reference = copy.deepcopy(model)
     planned = cpu_forward(model)

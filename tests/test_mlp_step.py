@@ -145,13 +145,16 @@ def test_written_out_accuracy_is_evaluates_accuracy_in_eval_mode(depth: int) -> 
         step.accuracy(X_VAL, Y_VAL[:3])
 
 
+@pytest.mark.parametrize("faster_here", [True, False])  # oneDNN's input layer, and MKL's
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_written_out_step_with_a_wide_input_layer_gives_autograds_gradients(dropout: float
-                                                                          ) -> None:
+def test_written_out_step_with_a_wide_input_layer_gives_autograds_gradients(
+        dropout: float, faster_here: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(onednn, "FASTER_HERE", faster_here)
     cfg = TrainConfig(model="mlp", depth=2, width=32, dropout=dropout, seed=4)
     model = build_model(cfg, (1, 28, 28), N_CLASSES)
     step = mlp_step(model, cfg)
-    assert step is not None and step.wide == [onednn.available(), False, False]
+    assert step is not None
+    assert step.wide == [onednn.available() and faster_here, False, False]
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, N_CLASSES, (64,), generator=g)
     torch.manual_seed(7)

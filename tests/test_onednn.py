@@ -18,6 +18,19 @@ def tensors(n_in: int, n_out: int, seed: int = 0):  # type: ignore[no-untyped-de
     return x, weight, bias, grad
 
 
+@pytest.fixture
+def faster_here(monkeypatch):  # type: ignore[no-untyped-def]
+    """oneDNN's products taken as on a CPU with AVX-512, whatever this one has: they run (and
+    must be right) on any x86 CPU."""
+    monkeypatch.setattr(onednn, "FASTER_HERE", True)
+
+
+def test_without_avx512_every_layer_keeps_mkl(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(onednn, "FASTER_HERE", False)
+    assert not onednn.wide(torch.empty(128, 784))
+
+
+@pytest.mark.usefixtures("faster_here")
 def test_only_wide_float32_cpu_layers_take_onednn() -> None:
     assert onednn.wide(torch.empty(128, 784))
     assert onednn.wide(torch.empty(10, onednn.WIDE_IN_FEATURES))
@@ -25,6 +38,7 @@ def test_only_wide_float32_cpu_layers_take_onednn() -> None:
     assert not onednn.wide(torch.empty(128, 784, dtype=torch.float64))
 
 
+@pytest.mark.usefixtures("faster_here")
 @pytest.mark.parametrize("n_in", [24, 784])  # MKL's path and oneDNN's
 @pytest.mark.parametrize("relu", [False, True])
 def test_the_three_products_are_a_linear_layers_forward_and_gradients(n_in: int, relu: bool
@@ -59,6 +73,7 @@ def test_wide_linear_gives_f_linears_output_and_gradients() -> None:
         torch.testing.assert_close(a.grad, b.grad)
 
 
+@pytest.mark.usefixtures("faster_here")
 def test_a_build_without_the_op_sends_every_product_to_mkl(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(onednn, "_linear_pointwise", None)
     assert not onednn.available() and not onednn.wide(torch.empty(128, 784))
