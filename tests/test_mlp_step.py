@@ -167,6 +167,23 @@ def test_written_out_step_with_a_wide_input_layer_gives_autograds_gradients(
         torch.testing.assert_close(written[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("faster_here", [True, False])
+def test_written_out_accuracy_with_a_wide_input_layer_is_evaluates(
+        faster_here: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(onednn, "FASTER_HERE", faster_here)
+    cfg = TrainConfig(model="mlp", depth=2, width=32, dropout=0.3, seed=4)
+    model = build_model(cfg, (1, 28, 28), N_CLASSES)
+    step = mlp_step(model, cfg)
+    assert step is not None and step.wide[0] == (onednn.available() and faster_here)
+    g = torch.Generator().manual_seed(2)
+    y = torch.randint(0, N_CLASSES, (300,), generator=g)
+    x = torch.randn(300, 1, 28, 28, generator=g) + y.view(-1, 1, 1, 1) * 0.05
+    for batch_size in (1024, 128):  # one chunk, and several with a partial last one
+        expected = evaluate(model, x, y, batch_size=batch_size)
+        assert step.accuracy(x, y, batch_size=batch_size) == expected
+    assert 0.0 < expected < 1.0
+
+
 def test_mlp_step_declines_layers_with_different_dropout() -> None:
     cfg = TrainConfig(model="mlp", depth=2, width=8, dropout=0.2)
     model = build_model(cfg, SHAPE, N_CLASSES)
