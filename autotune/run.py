@@ -18,7 +18,19 @@ from types import FrameType
 import optuna
 import sqlalchemy.exc
 
-from autotune import batched, budget, cli, env, listing, loop, samplers, storage, summary, workers
+from autotune import (
+    batched,
+    budget,
+    cli,
+    env,
+    idx_files,
+    listing,
+    loop,
+    samplers,
+    storage,
+    summary,
+    workers,
+)
 from autotune.config import CHECKPOINT_ENV, CHECKPOINT_EVERY_S, DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
 from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
@@ -133,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     spec = apply_flags(load_spec(args.study), args)
     checkpoint_every_s = checkpoint_every(args.checkpoint_every)
     check_environment()  # a bad setting is refused before storage is touched
+    # the data's files decompress on another core while torch loads (~0.25 s saved)
+    idx_files.read_ahead(spec.dataset, args.data_dir)
     # torch loads only now, so --help and bad input answer in well under a second of it.
     from autotune import artifacts
     from autotune.data import load_splits

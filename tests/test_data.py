@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from autotune import data
+from autotune import data, idx_files
 from autotune.data import DATASETS, Splits, load_splits
 from autotune.errors import DataError, UsageError
 
@@ -136,6 +136,21 @@ def test_fashion_mnist_loads_idx_files_in_torchvision_layout(tmp_path, suffix):
     assert sorted(torch.cat([splits.y_train, splits.y_val]).tolist()) == sorted(arrays["train"][1])
 
 
+def test_files_read_ahead_load_as_read_now_and_are_not_kept(tmp_path):
+    arrays = write_fashion_raw(tmp_path, suffix=".gz")
+    thread = idx_files.read_ahead("fashion-mnist", tmp_path)
+    assert thread is not None
+    thread.join(timeout=30)
+    ahead = load("fashion-mnist", tmp_path, val_fraction=0.25)
+    assert idx_files._ahead == {}
+    data._load_raw.cache_clear()
+    data._SPLITS_CACHE.clear()
+    now = load("fashion-mnist", tmp_path, val_fraction=0.25)
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert torch.equal(getattr(ahead, name), getattr(now, name)), name
+    assert ahead.y_test.tolist() == arrays["t10k"][1].tolist()
+
+
 def test_data_dir_defaults_to_the_autotune_data_dir_variable(tmp_path, monkeypatch):
     write_fashion_raw(tmp_path)
     monkeypatch.setenv("AUTOTUNE_DATA_DIR", str(tmp_path))
@@ -151,6 +166,16 @@ def test_truncated_idx_file_raises_data_error(tmp_path, suffix):
     truncated = payload[:-784]  # header still says 10 images
     bad.write_bytes(gzip.compress(truncated) if suffix else truncated)
     with pytest.raises(DataError, match="t10k-images|test images"):
+        load("fashion-mnist", tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["cut", "not gzip"])
+def test_damaged_gzip_file_raises_data_error_naming_it(tmp_path, damage):
+    write_fashion_raw(tmp_path, suffix=".gz")
+    bad = tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    packed = bad.read_bytes()
+    bad.write_bytes(packed[: len(packed) // 2] if damage == "cut" else b"plain bytes" * 99)
+    with pytest.raises(DataError, match=r"cannot read .*train-images-idx3-ubyte\.gz"):
         load("fashion-mnist", tmp_path)
 
 
