@@ -169,3 +169,16 @@ def test_keep_scales_keeps_with_probability_1_minus_p_and_scales_by_its_inverse(
     assert abs(kept.float().mean().item() - (1 - p)) < 0.003  # sd <= 0.0008
     assert torch.equal(scales[kept], torch.full_like(scales[kept], 1 / (1 - p)))
     assert set(scales[~kept].tolist()) == {0.0}
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.999])
+def test_keep_scales_keeps_exactly_the_values_whose_16_bit_lane_reaches_the_threshold(p: float):
+    from autotune.models import keep_scales
+
+    torch.manual_seed(5)
+    (scales,) = keep_scales([1001], p)
+    torch.manual_seed(5)  # the same draw, read by hand: 4 lanes of 16 bits per 64-bit word
+    words = torch.empty(251, dtype=torch.int64).random_(-(2**63), None)
+    lanes = words.view(torch.int16)[:1001].long() + 32768  # u in [0, 65536)
+    expected = (lanes >= round(p * 65536)).float() / (1 - p)
+    assert torch.equal(scales, expected)
