@@ -27,6 +27,7 @@ each of a list of calls.
     python scripts/bench_study.py                  # 3 seeds x 100 trials each side: ~25 min here
     python scripts/bench_study.py --seeds 0 --n-trials 30
     python scripts/bench_study.py --quick          # ~1 min: 1 seed, 6 trials of 2 epochs
+    python scripts/bench_study.py --workers 2      # autotune's trials two at a time
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="also break the overhead down (the overhead run again, with timers "
                              "around the calls that make a trial)")
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="K",
+                        help="autotune's study runs with --workers K (default 1; the overhead "
+                             "runs keep 1)")
     parser.add_argument("--skip-example", action="store_true",
                         help="run autotune only (no ratios)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -135,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         for i, seed in enumerate(seeds):
             for tool in tools if i % 2 == 0 else tools[::-1]:
-                run = run_autotune(tmp, seed, args) if tool == "autotune" else run_example(
-                    tmp, seed, args)
+                workers = ("--workers", str(args.workers)) if args.workers > 1 else ()
+                run = run_autotune(tmp, seed, args, extra=workers) if tool == "autotune" else (
+                    run_example(tmp, seed, args))
                 runs.append(run)
                 loads.append(os.getloadavg()[0])
                 log(f"{tool} seed {seed}: {run.wall_s:.1f} s, {len(run.finished)} trials, "
@@ -147,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         loads.append(os.getloadavg()[0])
         breakdown = profile_overhead(tmp, args) if args.profile else None
 
-    print(f"study: {STUDY_FILE.name} vs {EXAMPLE.name}; {args.n_trials} trials, {args.epochs} "
+    print(f"study: {STUDY_FILE.name} (autotune --workers {args.workers}) vs {EXAMPLE.name}; "
+          f"{args.n_trials} trials, {args.epochs} "
           f"epochs, timeout {args.timeout:g} s; seeds {args.seeds}; 1-minute load average "
           f"{min(loads):.2f}-{max(loads):.2f} (sampled between runs)")
     report(runs, tools, seeds, args.target)

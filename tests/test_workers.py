@@ -14,6 +14,7 @@ import optuna
 import pytest
 
 from autotune import workers
+from autotune.errors import UsageError
 from autotune.storage import open_storage
 from tests.conftest import REPO, write_study
 
@@ -82,6 +83,66 @@ def test_worker_command_pins_each_worker_to_its_gpu():
     assert cmd[-6:] == ["--worker-index", "3", "--threads", "2", "--device", "cuda"]
 
 
+def test_only_single_threaded_cpu_workers_are_forked(monkeypatch):
+    one_thread = workers.plan(2, "cpu", n_gpus=0, n_cores=2)
+    assert workers.can_fork(one_thread)
+    assert not workers.can_fork(workers.plan(2, "cpu", n_gpus=0, n_cores=4))  # 2 threads each
+    assert not workers.can_fork(workers.plan(2, "cuda", n_gpus=1, n_cores=2))
+    monkeypatch.setenv(workers.FORK_ENV, "0")
+    assert not workers.can_fork(one_thread)
+    monkeypatch.setenv(workers.FORK_ENV, "yes")
+    with pytest.raises(UsageError, match=r"\$AUTOTUNE_FORK_WORKERS must be 0 or 1, got 'yes'"):
+        workers.can_fork(one_thread)
+
+
+def test_forked_workers_exit_codes_come_back_as_spawned_ones_do(tmp_path):
+    marker = tmp_path / "ran"
+
+    def writes_and_returns(code: int):  # type: ignore[no-untyped-def]
+        def target() -> int:
+            (marker.parent / f"{marker.name}-{code}-{os.getpid()}").write_text(str(os.getsid(0)))
+            return code
+        return target
+
+    def exits_2() -> int:
+        raise SystemExit(2)
+
+    def fails() -> int:
+        raise RuntimeError("a bug in a worker")
+
+    def killed() -> int:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return 0
+
+    codes = workers.fork([writes_and_returns(0), writes_and_returns(1), exits_2, fails, killed])
+    assert codes == [0, 1, 2, 1, -signal.SIGKILL]
+    written = sorted(tmp_path.glob("ran-*"))
+    assert [p.name.split("-")[1] for p in written] == ["0", "1"]
+    for path in written:  # each child ran in a process (and session) of its own
+        pid = int(path.name.split("-")[2])
+        assert pid != os.getpid() and int(path.read_text()) == pid
+
+
+def test_fork_forwards_ctrl_c_to_the_workers_and_raises_it_after_they_exit(tmp_path):
+    started = tmp_path / "started"
+
+    def waits_for_sigint() -> int:
+        try:
+            started.touch()
+            time.sleep(60)
+            return 0
+        except KeyboardInterrupt:
+            return 130
+
+    def interrupt_once_started() -> None:
+        if started.exists():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        workers.fork([waits_for_sigint], tick=interrupt_once_started, tick_s=0.2)
+    assert started.exists()
+
+
 def test_four_workers_finish_with_exactly_the_total(any_storage_url, tmp_path):
     storage_url = any_storage_url
     spec = write_study(tmp_path, SHARED_STUDY, name="shared")
@@ -103,11 +164,27 @@ def test_four_workers_finish_with_exactly_the_total(any_storage_url, tmp_path):
     assert len({t.user_attrs["pid"] for t in finished}) >= 2
     assert all(t.user_attrs["host"] and t.user_attrs["device"] == "cpu" for t in finished)
     # each worker's lines carry its index (which workers got trials depends on timing)
-    assert re.search(r"^w[0-3] trial", err, re.MULTILINE) and "starting 4 workers" in err
+    assert re.search(r"^w[0-3] trial", err, re.MULTILINE)
+    # one thread each (up to 7 cores) is forked; more threads each, new processes
+    how = "forks of this process" if workers.n_cores() < 8 else "new processes"
+    assert f"starting 4 workers ({how})" in err
     assert f"study {name}: 10 finished trials" in out
     # workers sample with different seeds: no two trials share their params
     params = [tuple(sorted(t.params.items())) for t in finished]
     assert len(set(params)) == len(params)
+
+
+def test_workers_started_as_new_processes_finish_with_exactly_the_total(sqlite_url, tmp_path):
+    spec = write_study(tmp_path, SHARED_STUDY, name="spawned")
+    proc = start_run("--study", str(spec), "--storage", sqlite_url, "--workers", "2",
+                     env={workers.FORK_ENV: "0"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "starting 2 workers (new processes)" in err
+    study = optuna.load_study(study_name="spawned", storage=sqlite_url)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 10 and len({t.user_attrs["pid"] for t in finished}) == 2
+    assert "study spawned: 10 finished trials" in out
 
 
 def test_a_killed_worker_s_trial_is_retried_from_its_last_checkpoint(sqlite_url, tmp_path):
