@@ -6,6 +6,10 @@
   example   scripts/baseline_optuna_example.py: the example as published (DataLoader per
             image, in-memory storage), seeded.
 
+autotune runs once per --workers count (default 1 and 2): `autotune` is one process with the
+machine's torch threads, `autotune-w2` two workers of cores / 2 threads each (on a 2-core CPU,
+forks of one thread each), whose trials run two at a time; each is compared with the example.
+
 For each seed both run as subprocesses, in alternating order, with the same budget (trials,
 epochs, timeout). Printed per seed and as medians: wall time (the whole process: start-up,
 data, search, and for autotune the test evaluation of the best configuration), epochs
@@ -27,7 +31,7 @@ each of a list of calls.
     python scripts/bench_study.py                  # 3 seeds x 100 trials each side: ~25 min here
     python scripts/bench_study.py --seeds 0 --n-trials 30
     python scripts/bench_study.py --quick          # ~1 min: 1 seed, 6 trials of 2 epochs
-    python scripts/bench_study.py --workers 2      # autotune's trials two at a time
+    python scripts/bench_study.py --workers 1      # autotune in one process only
 """
 
 from __future__ import annotations
@@ -117,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="also break the overhead down (the overhead run again, with timers "
                              "around the calls that make a trial)")
-    parser.add_argument("--workers", type=positive_int, default=1, metavar="K",
-                        help="autotune's study runs with --workers K (default 1; the overhead "
-                             "runs keep 1)")
+    parser.add_argument("--workers", type=worker_counts, default=[1, 2], metavar="K[,K...]",
+                        help="autotune's study runs, per seed once with each --workers K "
+                             "(default 1,2: one process, and two forked processes of one thread "
+                             "each, as on a 2-core CPU); the overhead runs use 1")
     parser.add_argument("--skip-example", action="store_true",
                         help="run autotune only (no ratios)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.n_trials, args.epochs = "0", 6, 2
     seeds = [int(s) for s in args.seeds.split(",")]
-    tools = ["autotune"] + ([] if args.skip_example else ["example"])
+    variants = {autotune_name(k): k for k in args.workers}
+    tools = [*variants] + ([] if args.skip_example else ["example"])
     wait_quiet(args.wait_quiet)
 
     loads = [os.getloadavg()[0]]
@@ -139,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         for i, seed in enumerate(seeds):
             for tool in tools if i % 2 == 0 else tools[::-1]:
-                workers = ("--workers", str(args.workers)) if args.workers > 1 else ()
-                run = run_autotune(tmp, seed, args, extra=workers) if tool == "autotune" else (
-                    run_example(tmp, seed, args))
+                if tool == "example":
+                    run = run_example(tmp, seed, args)
+                else:
+                    run = run_autotune(tmp, seed, args, name=tool,
+                                       extra=("--workers", str(variants[tool])))
                 runs.append(run)
                 loads.append(os.getloadavg()[0])
                 log(f"{tool} seed {seed}: {run.wall_s:.1f} s, {len(run.finished)} trials, "
@@ -152,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         loads.append(os.getloadavg()[0])
         breakdown = profile_overhead(tmp, args) if args.profile else None
 
-    print(f"study: {STUDY_FILE.name} (autotune --workers {args.workers}) vs {EXAMPLE.name}; "
+    print(f"study: {STUDY_FILE.name} vs {EXAMPLE.name}; autotune --workers "
+          f"{','.join(map(str, args.workers))} ({', '.join(variants)}); "
           f"{args.n_trials} trials, {args.epochs} "
           f"epochs, timeout {args.timeout:g} s; seeds {args.seeds}; 1-minute load average "
           f"{min(loads):.2f}-{max(loads):.2f} (sampled between runs)")
@@ -172,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(runs: list[Run], tools: list[str], seeds: list[int], target: float) -> None:
     by = {(r.tool, r.seed): r for r in runs}
-    print(f"{'seed':>4} {'tool':<9} {'wall s':>7} {'search s':>8} {'trials':>6} {'epochs':>6} "
+    print(f"{'seed':>4} {'tool':<11} {'wall s':>7} {'search s':>8} {'trials':>6} {'epochs':>6} "
           f"{'best':>7} {'best ep':>7} {f'to {target:g}':>8}")
     for seed in seeds:
         for tool in tools:
             r = by[tool, seed]
             reach = r.time_to(target)
-            print(f"{seed:>4} {tool:<9} {r.wall_s:>7.1f} {r.search_s:>8.1f} "
+            print(f"{seed:>4} {tool:<11} {r.wall_s:>7.1f} {r.search_s:>8.1f} "
                   f"{len(r.finished):>6} {r.epochs:>6} {r.best_value:>7.4f} "
                   f"{r.best_epoch_accuracy:>7.4f} {fmt_s(reach):>8}")
     if len(tools) < 2:
@@ -193,23 +202,47 @@ def report(runs: list[Run], tools: list[str], seeds: list[int], target: float) -
         reached = [v for v in values if v is not None]
         return statistics.median(reached) if len(reached) == len(values) else None
 
-    wall = (median("autotune", "wall_s"), median("example", "wall_s"))
-    best = (median("autotune", "best_value"), median("example", "best_value"))
-    best_ep = (median("autotune", "best_epoch_accuracy"), median("example", "best_epoch_accuracy"))
-    reach = (median_reach("autotune"), median_reach("example"))
+    for tool in tools:
+        if tool != "example":
+            compare(tool, median, median_reach, target)
+
+
+def compare(tool: str, median: Any, median_reach: Any, target: float) -> None:
+    """The medians of one autotune variant against the example's, and the targets."""
+    wall = (median(tool, "wall_s"), median("example", "wall_s"))
+    best = (median(tool, "best_value"), median("example", "best_value"))
+    best_ep = (median(tool, "best_epoch_accuracy"), median("example", "best_epoch_accuracy"))
+    reach = (median_reach(tool), median_reach("example"))
     ratio = wall[1] / wall[0]
     gap = 100 * (best[1] - best[0])
-    print(f"median  autotune {wall[0]:.1f} s, example {wall[1]:.1f} s: {ratio:.1f}x less wall "
+    print(f"median  {tool} {wall[0]:.1f} s, example {wall[1]:.1f} s: {ratio:.1f}x less wall "
           f"time (target >= 8x: {'met' if ratio >= 8 else 'MISSED'})")
-    print(f"median  best accuracy autotune {best[0]:.4f}, example {best[1]:.4f} "
+    print(f"median  best accuracy {tool} {best[0]:.4f}, example {best[1]:.4f} "
           f"({gap:+.1f} points for the example; target within 1.5: "
           f"{'met' if gap <= 1.5 else 'MISSED'}); best epoch {best_ep[0]:.4f} vs "
           f"{best_ep[1]:.4f}")
     if None in reach:
         print(f"median  time to {target:g}: not reached by every run of both")
     else:
-        print(f"median  time to {target:g}: autotune {reach[0]:.1f} s, example "
-              f"{reach[1]:.1f} s ({reach[1] / reach[0]:.1f}x)")  # type: ignore[operator]
+        print(f"median  time to {target:g}: {tool} {reach[0]:.1f} s, example "
+              f"{reach[1]:.1f} s ({reach[1] / reach[0]:.1f}x)")
+
+
+def autotune_name(n_workers: int) -> str:
+    return "autotune" if n_workers == 1 else f"autotune-w{n_workers}"
+
+
+def worker_counts(text: str) -> list[int]:
+    """argparse type: comma-separated worker counts, each >= 1, none repeated."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be whole numbers >= 1, comma-separated, "
+                                         f"got {text!r}") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"must be whole numbers >= 1, comma-separated, none "
+                                         f"repeated, got {text!r}")
+    return counts
 
 
 def run_autotune(tmp: Path, seed: int, args: argparse.Namespace, study: Path = STUDY_FILE,
