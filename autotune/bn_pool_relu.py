@@ -86,7 +86,11 @@ def block_kernels() -> ModuleType | None:
     try:
         from autotune import cnn_kernels
 
-        cnn_kernels.compile_all()
+        n_threads = torch.get_num_threads()
+        cnn_kernels.compile_all(n_threads)  # never more threads than torch's
+        # starting numba's OpenMP pool sets OpenMP's thread count to the pool's size, which is
+        # what torch reads as its own: put torch's back
+        torch.set_num_threads(n_threads)
     except Exception as exc:  # ImportError, or numba's own errors: keep training without
         print(f"autotune: CNN blocks on PyTorch ops (compiled loops unavailable: "
               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",

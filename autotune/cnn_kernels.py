@@ -318,10 +318,12 @@ def _add_taps(padded: np.ndarray, b: int, i: int, j: int, grad: np.ndarray, gw: 
         gw[8, k] += g * v8
 
 
-def compile_all() -> float:
-    """Compile (or load from the cache) every loop for the argument types the blocks pass;
-    returns the seconds it took. `scripts/bootstrap.sh` runs it, so a first trial does not
-    wait for the compiler."""
+def compile_all(n_threads: int | None = None) -> float:
+    """Compile (or load from the cache) every loop for the argument types the blocks pass,
+    running them on `n_threads` threads (PyTorch's count; default: numba's); returns the
+    seconds it took. `scripts/bootstrap.sh` runs it, so a first trial does not wait for the
+    compiler. A forked worker passes its one thread: a GNU OpenMP region of more threads
+    would wait forever there for the parent's pool threads."""
     import time
 
     start = time.perf_counter()
@@ -331,7 +333,7 @@ def compile_all() -> float:
     out, pooled, choice = np.zeros((2, 2, 2, 3), f32), np.zeros((2, 2, 2, 3), f32), np.zeros(
         (2, 2, 2, 3), u8)
     padded, weight_t = np.zeros((2, 6, 6), f32), np.zeros((9, 3), f32)
-    chunks = parallel_chunks(get_num_threads())
+    chunks = parallel_chunks(n_threads or get_num_threads())
     channel_sums(x, chunks)
     pool_affine_relu(x, vec, vec, vec, out, pooled, choice)
     pooled_grad_sums(out, out, pooled, vec, chunks)

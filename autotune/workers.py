@@ -67,8 +67,11 @@ def can_fork(placements: Sequence[Placement]) -> bool:
     has run one: it waits for pool threads that exist only in the parent (measured: a
     2-thread matrix product hangs, a 1-thread one runs). GPU workers are spawned anyway:
     CUDA does not survive a fork."""
-    return fork_allowed() and hasattr(os, "fork") and bool(placements) and all(
-        p.device == "cpu" and p.threads == 1 for p in placements)
+    # numba (the CNN blocks' loops) starts its OpenMP pool at its first parallel loop; one
+    # started in this process could not be used in a fork, so then workers are new processes
+    return (fork_allowed() and hasattr(os, "fork") and "numba" not in sys.modules
+            and bool(placements) and all(p.device == "cpu" and p.threads == 1
+                                         for p in placements))
 
 
 def fork(targets: Sequence[Callable[[], int]], tick: Callable[[], None] | None = None,
@@ -113,6 +116,9 @@ def _run_child(target: Callable[[], int]) -> NoReturn:
     code = 1
     try:
         os.setsid()
+        # one thread for numba's OpenMP pool too, which it starts with this many threads
+        # whatever its set_num_threads says (2 threads in a fork: waits forever)
+        os.environ["NUMBA_NUM_THREADS"] = "1"
         code = target()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

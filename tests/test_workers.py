@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import uuid
 
 import optuna
@@ -84,8 +85,12 @@ def test_worker_command_pins_each_worker_to_its_gpu():
 
 
 def test_only_single_threaded_cpu_workers_are_forked(monkeypatch):
+    monkeypatch.delitem(sys.modules, "numba", raising=False)  # other tests may have loaded it
     one_thread = workers.plan(2, "cpu", n_gpus=0, n_cores=2)
     assert workers.can_fork(one_thread)
+    monkeypatch.setitem(sys.modules, "numba", types.ModuleType("numba"))
+    assert not workers.can_fork(one_thread)  # its OpenMP pool may have started here
+    monkeypatch.delitem(sys.modules, "numba")
     assert not workers.can_fork(workers.plan(2, "cpu", n_gpus=0, n_cores=4))  # 2 threads each
     assert not workers.can_fork(workers.plan(2, "cuda", n_gpus=1, n_cores=2))
     monkeypatch.setenv(workers.FORK_ENV, "0")
@@ -172,6 +177,34 @@ def test_four_workers_finish_with_exactly_the_total(any_storage_url, tmp_path):
     # workers sample with different seeds: no two trials share their params
     params = [tuple(sorted(t.params.items())) for t in finished]
     assert len(set(params)) == len(params)
+
+
+CNN_STUDY = """
+dataset = "digits"
+model = "cnn"
+[budget]
+n_trials = 4
+max_epochs = 2
+[fixed]
+width = 4
+depth = 1
+batch_size = 64
+[space]
+lr = { low = 1e-3, high = 1e-1, log = true }
+"""
+
+
+def test_forked_workers_train_cnns_on_the_compiled_loops(sqlite_url, tmp_path):
+    """numba's OpenMP pool, started in a fork with more threads than its one, would wait
+    forever for the parent's pool threads (it did, before NUMBA_NUM_THREADS=1 in the fork)."""
+    spec = write_study(tmp_path, CNN_STUDY, name="cnn")
+    proc = start_run("--study", str(spec), "--storage", sqlite_url, "--workers", "2")
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    if workers.n_cores() < 4:  # one thread each: forked
+        assert "starting 2 workers (forks of this process)" in err
+    assert "CNN blocks on PyTorch ops" not in err  # the compiled loops ran
+    assert "study cnn: 4 finished trials" in out
 
 
 def test_workers_started_as_new_processes_finish_with_exactly_the_total(sqlite_url, tmp_path):
