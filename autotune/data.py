@@ -337,14 +337,11 @@ def _first_line(exc: BaseException) -> str:
 def _load_idx_dir(folder: Path, *, source: str) -> _Raw:
     """The four MNIST-style IDX files in `folder`, each gunzipped or .gz."""
     images_labels = []
-    for prefix in ("train", "t10k"):
-        for kind in ("images-idx3", "labels-idx1"):
-            path = folder / f"{prefix}-{kind}-ubyte"
-            if not path.exists():
-                path = path.with_name(path.name + ".gz")
-            if not path.exists():
-                raise _Unavailable(f"no {prefix}-{kind}-ubyte[.gz] in {folder}")
-            images_labels.append(_read_idx(path))
+    for name in idx_files.NAMES:  # train images, train labels, test images, test labels
+        path = idx_files.locate(folder, name)
+        if path is None:
+            raise _Unavailable(f"no {name}[.gz] in {folder}")
+        images_labels.append(_read_idx(path))
     x_train, y_train, x_test, y_test = images_labels
     return _Raw(x_train, y_train.long(), x_test, y_test.long(), pixel_max=255, source=source)
 

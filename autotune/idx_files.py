@@ -36,14 +36,20 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
+def locate(folder: Path, name: str) -> Path | None:
+    """IDX file `name` in `folder`, gunzipped or else .gz; None if neither is there."""
+    for path in (folder / name, folder / (name + ".gz")):
+        if path.exists():
+            return path
+    return None
+
+
 def find(folder: Path) -> list[Path] | None:
     """The four IDX files in `folder` (each gunzipped, or else .gz), or None if one is missing."""
     paths = []
     for name in NAMES:
-        path = folder / name
-        if not path.exists():
-            path = path.with_name(name + ".gz")
-        if not path.exists():
+        path = locate(folder, name)
+        if path is None:
             return None
         paths.append(path)
     return paths

@@ -251,14 +251,15 @@ def run_workers(study: optuna.Study, spec: StudySpec, args: argparse.Namespace) 
         # the retry callback queues it (same params) for a live worker to resume.
         loop.fail_stale_trials(study)  # no-op without heartbeats (journal)
 
-    commands = [workers.worker_command(base, p) for p in placements]
     for _ in range(MAX_WORKER_ROUNDS):
         if forking:  # each a copy of this process, its data loaded: ~0.1 s to a first trial
             _close_connections(study._storage)
-            codes = workers.fork([functools.partial(main, cmd[3:]) for cmd, _ in commands],
-                                 tick=watchdog, tick_s=storage.heartbeat_s())
+            codes = workers.fork(
+                [functools.partial(main, workers.worker_args(base, p)) for p in placements],
+                tick=watchdog, tick_s=storage.heartbeat_s())
         else:  # fresh interpreters, seconds each before their first trial
-            codes = workers.spawn(commands, tick=watchdog, tick_s=storage.heartbeat_s())
+            codes = workers.spawn([workers.worker_command(base, p) for p in placements],
+                                  tick=watchdog, tick_s=storage.heartbeat_s())
         for placement, code in zip(placements, codes, strict=True):
             if code < 0:
                 _log(f"worker w{placement.index} was killed by signal {-code}; its trial will "

@@ -174,18 +174,20 @@ def _wait_any(procs: Sequence[_Process], timeout_s: float) -> None:
 def worker_command(base_argv: Sequence[str], placement: Placement
                    ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of one worker: the user's flags plus its placement."""
-    env = dict(os.environ)
-    device = "cpu"
+    environ = dict(os.environ)
     if placement.device.startswith("cuda"):
         # the worker sees only its GPU, as cuda:0 (indices count the GPUs visible to us)
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         index = int(placement.device.split(":")[1])
-        env["CUDA_VISIBLE_DEVICES"] = visible.split(",")[index] if visible else str(index)
-        device = "cuda"
-    cmd = [sys.executable, "-m", "autotune.run", *base_argv, "--workers", "1",
-           "--worker-index", str(placement.index), "--threads", str(placement.threads),
-           "--device", device]
-    return cmd, env
+        environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[index] if visible else str(index)
+    return [sys.executable, "-m", "autotune.run", *worker_args(base_argv, placement)], environ
+
+
+def worker_args(base_argv: Sequence[str], placement: Placement) -> list[str]:
+    """`autotune.run`'s arguments for one worker (a forked one is given them as they are)."""
+    device = "cuda" if placement.device.startswith("cuda") else "cpu"
+    return [*base_argv, "--workers", "1", "--worker-index", str(placement.index),
+            "--threads", str(placement.threads), "--device", device]
 
 
 def n_cores() -> int:
