@@ -192,3 +192,20 @@ def test_trials_store_their_best_epochs_weights_as_the_study_file_says(
     model = build_model(cfg, splits.input_shape, splits.n_classes)
     model.load_state_dict(safetensors.torch.load_file(tmp_path / "art" / meta.artifact_id))
     assert evaluate(model, splits.x_val, splits.y_val) == best.value
+
+
+def test_a_trial_copies_only_epochs_that_could_be_stored_and_stores_what_keeps_weights_says(
+        ) -> None:
+    import math
+
+    from autotune.objective import keeps_weights, weights_floor
+
+    study = optuna.create_study(direction="maximize")
+    assert weights_floor("improving", study) == -math.inf  # the first trial stores its weights
+    for value in (0.5, 0.8, 0.7):
+        study.tell(study.ask(), value)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    assert weights_floor("improving", study) == 0.8
+    assert weights_floor("all", study) == weights_floor("none", study) == -math.inf
+    assert [keeps_weights("improving", v, study) for v in (0.79, 0.8, 0.9)] == [False, True, True]
+    assert keeps_weights("all", 0.1, study) and not keeps_weights("none", 0.9, study)

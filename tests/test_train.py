@@ -153,6 +153,9 @@ def test_fit_calls_on_epoch_once_per_epoch_in_order() -> None:
 def test_fit_reports_the_learning_rate_used_in_each_epoch() -> None:
     result = fit_textures(TrainConfig(width=8, lr=0.2, decay_rate=0.5, max_epochs=3))
     assert [e.lr for e in result.epochs] == pytest.approx([0.2, 0.1, 0.05])
+    # decay by 1.0 keeps the rate (that schedule is not stepped at all)
+    result = fit_textures(TrainConfig(width=8, lr=0.2, decay_rate=1.0, max_epochs=3))
+    assert [e.lr for e in result.epochs] == [0.2, 0.2, 0.2]
 
 
 def test_fit_lets_an_exception_from_on_epoch_propagate_and_stops_training() -> None:
