@@ -18,7 +18,7 @@ import tomli_w
 from autotune import cli, storage, stored
 from autotune.errors import SpecError, UsageError
 from autotune.spec import parse_spec
-from autotune.study import DEFINITION_ATTR, METRIC_NAME, SPEC_TEXT_ATTR
+from autotune.study import DEFINITION_ATTR, SPEC_TEXT_ATTR, metric_name
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FORMATS = (".toml", ".json")
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if out.suffix == ".json":
             best = study.best_trial
             text = json.dumps({"study": study.study_name, "trial": best.number,
-                               "metric": METRIC_NAME, "value": best.value,
+                               "metric": metric_name(study), "value": best.value,
                                "seed": best.user_attrs.get("seed"), "params": best.params,
                                "fixed": doc["fixed"], "study_file": text}, indent=1) + "\n"
         out.write_text(text, encoding="utf-8")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     how = (f"retrain it with: python -m autotune.run --study {out} --n-trials 1"
            if out.suffix == ".toml" else "its study_file, saved as a .toml file, retrains it")
     print(f"wrote {out}: trial #{best.number} of study '{study.study_name}' "
-          f"({METRIC_NAME}={best.value:.4f}); {how}")
+          f"({metric_name(study)}={best.value:.4f}); {how}")
     return EXIT_OK
 
 
@@ -99,7 +99,7 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
         # definition, so read from the file
         **file_only_keys(study),
         "description": f"best configuration of study '{study.study_name}': trial "
-                       f"#{best.number}, {METRIC_NAME} {best.value:.4f}",
+                       f"#{best.number}, {metric_name(study)} {best.value:.4f}",
         "dataset": definition["dataset"],
         "model": definition["model"],
         "seed": definition["seed"],
@@ -132,7 +132,7 @@ def header(study: optuna.Study, out: Path) -> str:
     best = study.best_trial
     return "\n".join([
         f"# The best configuration of study '{study.study_name}': trial #{best.number}, "
-        f"{METRIC_NAME} {best.value:.6f} (epoch {best.user_attrs.get('best_epoch', '?')}).",
+        f"{metric_name(study)} {best.value:.6f} (epoch {best.user_attrs.get('best_epoch', '?')}).",
         "# Written by `python -m autotune.export`; retrain it with",
         f"#   python -m autotune.run --study {out} --n-trials 1",
         f"# The trial trained with torch seed {best.user_attrs.get('seed', '?')}; a run of this "

@@ -11,10 +11,13 @@ records one every `interval_s` until the trial ends.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import sys
 import threading
 from collections.abc import Iterator
 
+import optuna
+import sqlalchemy
 from optuna.storages._heartbeat import BaseHeartbeat
 
 
@@ -62,3 +65,25 @@ class Heartbeat:
             except Exception as exc:  # the next beat tries again; the grace period allows it
                 print(f"heartbeat for trial id {trial_id} failed ({exc}); retrying",
                       file=sys.stderr, flush=True)
+
+
+def read_heartbeats(store: optuna.storages.BaseStorage
+                    ) -> tuple[dict[int, dt.datetime], dt.datetime | None]:
+    """Every trial's last heartbeat (trial id -> time) and the database's clock now, both in
+    the database's time: Optuna stamps heartbeats with its CURRENT_TIMESTAMP (UTC on SQLite,
+    the session's zone on a server), so ages must be taken against that clock, never this
+    machine's local time. ({}, None) for storages without heartbeats."""
+    rdb = getattr(store, "_backend", store)  # unwrap Optuna's cache layer if present
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        return {}, None
+    # PostgreSQL's CURRENT_TIMESTAMP has a zone; the stored beats are its session's local time
+    now = "LOCALTIMESTAMP" if rdb.engine.dialect.name == "postgresql" else "CURRENT_TIMESTAMP"
+    with rdb.engine.connect() as conn:
+        db_now = _as_datetime(conn.execute(sqlalchemy.text(f"SELECT {now}")).scalar_one())
+        rows = conn.execute(sqlalchemy.text("SELECT trial_id, heartbeat FROM trial_heartbeats"))
+        return {int(trial_id): _as_datetime(beat) for trial_id, beat in rows}, db_now
+
+
+def _as_datetime(value: object) -> dt.datetime:
+    """A timestamp as the database returned it (SQLite: text)."""
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))

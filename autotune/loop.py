@@ -27,8 +27,9 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.heartbeat import Heartbeat
+from autotune.heartbeat import Heartbeat, read_heartbeats
 from autotune.interrupts import Interrupts
+from autotune.retry import stale_reason
 
 Objective = Callable[[optuna.Trial], float]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -103,7 +104,21 @@ def run_trial(study: optuna.Study, objective: Objective, catch: tuple[type[Excep
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail the trials whose worker stopped beating (and queue their retries)."""
+    """Fail the trials whose worker stopped beating, each with a `fail_reason` saying whose
+    and since when, and queue their retries."""
+    storage = study._storage
+    if not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
+        return
+    stale = storage._get_stale_trial_ids(study._study_id)
+    if stale:
+        beats, _ = read_heartbeats(storage)
+        for trial_id in stale:
+            trial = storage.get_trial(trial_id)
+            try:  # written with the FAIL below, in its transaction (batched storage)
+                storage.set_trial_user_attr(trial_id, "fail_reason",
+                                            stale_reason(trial, beats.get(trial_id)))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker failed it first
     with warnings.catch_warnings():  # "experimental" since Optuna 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

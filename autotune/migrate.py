@@ -8,7 +8,7 @@ import sys
 import optuna
 import sqlalchemy
 
-from autotune import storage
+from autotune import storage, stored
 from autotune.errors import UsageError
 
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        source = storage.open_storage(args.source)
+        source = stored.open_existing(args.source)
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(source))
         chosen = args.study or names
         unknown = [n for n in chosen if n not in names]
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: storage unreachable: {str(exc.orig).strip().splitlines()[0]}",
               file=sys.stderr)
         return 1
+    finally:
+        storage.close_all()  # the destination's SQLite file whole before anyone copies it
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from autotune.study import DATA_SOURCE_ATTR, DEFINITION_ATTR, METRIC_NAME, TEST_RESULT_ATTR
+from autotune.study import DATA_SOURCE_ATTR, DEFINITION_ATTR, TEST_RESULT_ATTR, metric_name
 from autotune.summary import format_value, state_counts
 
 
@@ -54,7 +54,7 @@ def study_note(study: optuna.Study) -> str:
         lines.append("No trial has completed yet.")
     else:
         attrs = best.user_attrs
-        lines += [f"**Best trial: #{best.number}**, {METRIC_NAME} = **{best.value:.4f}** "
+        lines += [f"**Best trial: #{best.number}**, {metric_name(study)} = **{best.value:.4f}** "
                   f"(epoch {attrs.get('best_epoch', '?')} of {attrs.get('epochs_run', '?')}, "
                   f"seed {attrs.get('seed', '?')}, {_seconds(attrs.get('train_time_s'))} "
                   "of training)", ""]

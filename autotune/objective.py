@@ -6,7 +6,6 @@ import math
 import os
 import socket
 import time
-import warnings
 
 import optuna
 import torch
@@ -18,6 +17,7 @@ from autotune.data import Splits
 from autotune.errors import Diverged
 from autotune.loop import INTERRUPTED_ATTR
 from autotune.models import build_model, count_parameters
+from autotune.retry import RetryTrial
 from autotune.spec import StudySpec
 from autotune.train import EpochResult, TrainState, fit
 
@@ -129,12 +129,7 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     todo = [t for t in trials if t.state == optuna.trial.TrialState.FAIL
             and t.user_attrs.get(INTERRUPTED_ATTR) and t.number not in retried]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # Optuna 5 name, else the 4.x one
-        factory = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
-            optuna.storages.RetryFailedTrialCallback
-        requeue = factory()
+    requeue = RetryTrial(max_retry=None)  # each interruption is the user's, not a crash
     for trial in todo:
         requeue(study, trial)
     return [t.number for t in todo]

@@ -18,7 +18,7 @@ import sqlalchemy
 
 from autotune import cli, storage, stored, summary
 from autotune.errors import UsageError
-from autotune.study import DEFINITION_ATTR, METRIC_NAME, TEST_RESULT_ATTR
+from autotune.study import DEFINITION_ATTR, TEST_RESULT_ATTR, metric_name
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_TOP = 10
@@ -39,16 +39,16 @@ class Plot:
 
 PLOTS = (
     Plot("optimization_history", "Optimization history",
-         f"{METRIC_NAME} of each complete trial, and the best so far."),
+         "{metric} of each complete trial, and the best so far."),
     Plot("param_importances", "Parameter importances",
-         f"fANOVA importance of each hyperparameter for {METRIC_NAME} (complete trials; "
+         "fANOVA importance of each hyperparameter for {metric} (complete trials; "
          "parameters that every trial has)."),
     Plot("parallel_coordinate", "Parallel coordinate",
          "Each line is a complete trial, through its parameter values to its score."),
-    Plot("slice", "Slice plots", f"{METRIC_NAME} against each parameter, one panel per "
+    Plot("slice", "Slice plots", "{metric} against each parameter, one panel per "
                                  "parameter; colour is the trial number."),
     Plot("intermediate_values", "Learning curves",
-         f"{METRIC_NAME} after every epoch, every trial (pruned trials stop early)."),
+         "{metric} after every epoch, every trial (pruned trials stop early)."),
 )
 
 
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         top = top_rows(rows, study.direction, args.top)
         print("\n".join(summary.summary_lines(study, storage.mask(url), test_result(study))))
         print()
-        print("\n".join(table_lines(top, f"top {len(top)} of {len(rows)} trials")))
+        print("\n".join(table_lines(top, f"top {len(top)} of {len(rows)} trials",
+                                     metric_name(study))))
         out.mkdir(parents=True, exist_ok=True)
         if args.format == "json":
             path = out / JSON_NAME
@@ -145,11 +146,11 @@ def top_rows(rows: list[dict[str, Any]], direction: optuna.study.StudyDirection,
     return (complete + pruned)[:n]
 
 
-def table_lines(rows: list[dict[str, Any]], title: str) -> list[str]:
+def table_lines(rows: list[dict[str, Any]], title: str, metric: str) -> list[str]:
     """A fixed-width table for the terminal."""
     if not rows:
         return [f"{title}: no complete or pruned trial yet"]
-    lines = [f"{title}:", f"{'trial':>5} {'state':<8} {METRIC_NAME:>12} {'epochs':>6} "
+    lines = [f"{title}:", f"{'trial':>5} {'state':<8} {metric:>12} {'epochs':>6} "
                           f"{'seconds':>7}  params"]
     for r in rows:
         lines.append(f"{r['number']:>5} {r['state']:<8} {_score(r):>12} {r['epochs']:>6} "
@@ -174,7 +175,7 @@ def report_data(study: optuna.Study, rows: list[dict[str, Any]], url: str) -> di
     return {
         "study": study.study_name,
         "storage": storage.mask(url),
-        "metric": METRIC_NAME,
+        "metric": metric_name(study),
         "direction": study.direction.name.lower(),
         "counts": dict(summary.state_counts(study)),
         "best": best[0] if best else None,
@@ -192,15 +193,16 @@ def draw(study: optuna.Study, name: str, backend: str) -> Any:
     else:
         _pyplot()
         import optuna.visualization.matplotlib as vis  # type: ignore[no-redef]
+    metric = metric_name(study)
     funcs: dict[str, Callable[[], Any]] = {
         "optimization_history": lambda: vis.plot_optimization_history(
-            study, target_name=METRIC_NAME),
+            study, target_name=metric),
         "param_importances": lambda: vis.plot_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED),
-            target_name=METRIC_NAME),
+            target_name=metric),
         "parallel_coordinate": lambda: vis.plot_parallel_coordinate(
-            study, target_name=METRIC_NAME),
-        "slice": lambda: vis.plot_slice(study, target_name=METRIC_NAME),
+            study, target_name=metric),
+        "slice": lambda: vis.plot_slice(study, target_name=metric),
         "intermediate_values": lambda: vis.plot_intermediate_values(study),
     }
     with warnings.catch_warnings():
@@ -209,11 +211,11 @@ def draw(study: optuna.Study, name: str, backend: str) -> Any:
         drawn = funcs[name]()
     if backend == "plotly":
         if name == "intermediate_values":  # optuna labels it "Intermediate Value"
-            drawn.update_layout(yaxis_title=METRIC_NAME, xaxis_title="epoch")
+            drawn.update_layout(yaxis_title=metric, xaxis_title="epoch")
         return drawn
     axes = drawn.flat if hasattr(drawn, "flat") else [drawn]  # slice: one Axes per param
     if name == "intermediate_values":
-        axes[0].set_ylabel(METRIC_NAME)
+        axes[0].set_ylabel(metric)
         axes[0].set_xlabel("epoch")
     figure = axes[0].figure
     if name == "parallel_coordinate":  # one vertical axis per param: give each room
@@ -269,9 +271,9 @@ def write_html_report(study: optuna.Study, rows: list[dict[str, Any]],
             cli.log(f"note: {plot.name} skipped: {reason}")
             (out / f"{plot.name}.png").unlink(missing_ok=True)  # no stale image of a rerun
             figure_html = f'<p class="skipped">Skipped: {html.escape(reason)}.</p>'
+        caption = html.escape(plot.caption.format(metric=metric_name(study)))
         sections.append(f'<section id="{plot.name}"><h2>{html.escape(plot.title)}</h2>'
-                        f'<p class="caption">{html.escape(plot.caption)}</p>{figure_html}'
-                        "</section>")
+                        f'<p class="caption">{caption}</p>{figure_html}</section>')
     page = out / HTML_NAME
     page.write_text(_page(study, rows, top, url, sections), encoding="utf-8")
     return [page, *written]
@@ -283,7 +285,7 @@ def _page(study: optuna.Study, rows: list[dict[str, Any]], top: list[dict[str, A
     lines = summary.summary_lines(study, storage.mask(url), test_result(study))
     param_names = sorted({p for r in top for p in r["params"]})
     head = "".join(f"<th>{esc(h)}</th>" for h in
-                   ["trial", "state", METRIC_NAME, "epochs", "best epoch", "seconds",
+                   ["trial", "state", metric_name(study), "epochs", "best epoch", "seconds",
                     *param_names])
     body = []
     for r in top:

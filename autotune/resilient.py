@@ -15,7 +15,10 @@ from typing import Any, TypeVar
 import optuna
 import sqlalchemy
 
-RECONNECT_FOR_S = 120.0  # keep retrying a storage call for this long while the server is down
+from autotune import env
+
+RECONNECT_FOR_S = 120.0  # default of $AUTOTUNE_RECONNECT_S: how long storage calls retry
+RECONNECT_ENV = "AUTOTUNE_RECONNECT_S"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 # Methods that talk to the database. A call that failed on a dropped connection was rolled
@@ -54,6 +57,12 @@ _STARTED = time.monotonic()
 atexit.register(_report_timing)
 
 
+def reconnect_s() -> float:
+    """Seconds a storage call keeps retrying while the server is down: $AUTOTUNE_RECONNECT_S,
+    else RECONNECT_FOR_S."""
+    return env.seconds(RECONNECT_ENV, RECONNECT_FOR_S)
+
+
 def _retrying(method: _F) -> _F:
     @functools.wraps(method)
     def wrapper(self: optuna.storages.RDBStorage, *args: Any, **kwargs: Any) -> Any:
@@ -71,7 +80,7 @@ def _retrying(method: _F) -> _F:
 
 def _call_with_retry(method: Callable[..., Any], self: optuna.storages.RDBStorage,
                      *args: Any, **kwargs: Any) -> Any:
-    deadline = time.monotonic() + RECONNECT_FOR_S
+    deadline = time.monotonic() + reconnect_s()
     delay_s = 0.25
     while True:
         try:

@@ -35,7 +35,13 @@ from autotune import (
 )
 from autotune.config import CHECKPOINT_ENV, CHECKPOINT_EVERY_S, DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError
-from autotune.spec import StudySpec, check_algorithms, load_spec, shipped_names
+from autotune.spec import (
+    StudySpec,
+    check_algorithms,
+    check_study_name,
+    load_spec,
+    shipped_names,
+)
 from autotune.study import (
     ARTIFACT_DIR_ATTR,
     DEFINITION_ATTR,
@@ -45,6 +51,7 @@ from autotune.study import (
     count_finished,
     create_study,
     find_study,
+    metric_name,
     resume_study,
 )
 
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     finally:
         signal.signal(signal.SIGTERM, previous)
+        storage.close_all()  # the SQLite file whole (WAL folded in), whatever the exit
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     if "autotune.data" not in sys.modules:  # a forked worker has the data already
         # the data's files decompress on another core while torch loads (~0.25 s saved)
         idx_files.read_ahead(spec.dataset, args.data_dir)
+    url = storage.resolve_url(args.storage)
+    # opened before torch loads: a server that does not answer is reported within a second
+    store = storage.open_storage(url)
     # torch loads only now, so --help and bad input answer in well under a second of it.
     from autotune import artifacts
     from autotune.data import load_splits
@@ -163,8 +174,6 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    url = storage.resolve_url(args.storage)
-    store = storage.open_storage(url)
     existing = find_study(store, spec.name)
     if existing is not None:
         existing = wait_for_definition(store, spec.name)  # it may be seconds old
@@ -174,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
                          split_seed=spec.split_seed, device=device, on_notice=_log)
     if existing is None:
         artifact_dir = artifacts.resolve_dir(args.artifacts, url)
+        storage.prepare_for_writes(store)  # every check passed: writes may change the file
         try:
             study = create_study(store, spec, data_source=splits.source,
                                  sampler_seed=spec.seed, artifact_dir=str(artifact_dir))
@@ -189,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
                                         allow_changes=args.allow_changes)
         if source_diff:
             _log(f"warning: {source_diff}; continuing because of --allow-changes")
+        storage.prepare_for_writes(store)
         study = resume_study(store, spec, sampler_seed=worker_seed(spec.seed, existing))
         if args.worker_index is None:
             _log(f"resuming study '{spec.name}' in {storage.mask(url)}: "
@@ -309,6 +320,7 @@ def check_environment() -> None:
     batched.flush_every_s_from_env()
     storage.heartbeat_s()
     storage.grace_s()
+    storage.reconnect_s()
     workers.fork_allowed()
 
 
@@ -324,6 +336,8 @@ def apply_flags(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
         changes.update(sampler=args.sampler, sampler_options={})
     if args.pruner is not None and args.pruner != spec.pruner:
         changes.update(pruner=args.pruner, pruner_options={})
+    if args.study_name is not None:
+        check_study_name(args.study_name, "--study-name")
     spec = dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
     check_algorithms(spec)
     return spec
@@ -340,7 +354,7 @@ def optimize(study: optuna.Study, spec: StudySpec, objective: Callable[[optuna.T
     stop = budget.StopAtTotal(spec.n_trials, MAX_CONSECUTIVE_FAILURES)
     with _progress(spec.n_trials, count_finished(study), enabled=not prefix) as bar:
         def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            _log(prefix + summary.trial_line(trial, spec.max_epochs), bar)
+            _log(prefix + summary.trial_line(trial, spec.max_epochs, metric_name(study)), bar)
             if trial.state in FINISHED and bar is not None:
                 bar.update(1)
 

@@ -96,6 +96,11 @@ class StudySpec:
 def find_study_file(study: str) -> Path:
     """Resolve --study: a path to a .toml file, or the name of a shipped study."""
     as_path = Path(study)
+    if not study.strip():
+        raise SpecError("--study is empty; give a shipped study's name "
+                        f"({', '.join(shipped_names()) or 'none'}) or a .toml file's path")
+    if as_path.is_dir():
+        raise SpecError(f"study '{study}' is a directory; give a .toml study file inside it")
     if study.endswith(".toml") or os.sep in study:
         if not as_path.is_file():
             raise SpecError(f"study file '{study}' does not exist")
@@ -140,7 +145,7 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
     budget = v.table(raw, "budget")
     v.keys(budget, BUDGET_KEYS, "budget.")
     spec = StudySpec(
-        name=v.typed(raw, "name", str, default_name),
+        name=v.study_name(raw, default_name),
         description=v.typed(raw, "description", str, ""),
         dataset=v.one_of(raw, "dataset", DATASETS, None),
         model=v.one_of(raw, "model", MODELS, "mlp"),
@@ -181,6 +186,16 @@ def check_algorithms(spec: StudySpec) -> None:
             raise SpecError(f"{spec.path}: {kind} '{name}' rejects its options: {exc}") from None
 
 
+def check_study_name(name: str, where: str) -> str:
+    """A study's name in storage: not empty, no edge whitespace (it could not be told apart
+    from another in a listing); SpecError naming `where` it came from otherwise."""
+    if not name.strip():
+        raise SpecError(f"{where}: the study name is empty; give a name such as 'my-study'")
+    if name != name.strip():
+        raise SpecError(f"{where}: the study name {name!r} starts or ends with whitespace")
+    return name
+
+
 class _Validator:
     """Reads values out of a parsed study file, raising SpecError with file and key named."""
 
@@ -210,6 +225,10 @@ class _Validator:
         if not _is_type(value, kind):
             raise self.fail(prefix + key, f"must be {_type_name(kind)}, got {value!r}")
         return float(value) if kind is float else value
+
+    def study_name(self, raw: dict[str, Any], default: str) -> str:
+        name: str = self.typed(raw, "name", str, default)
+        return check_study_name(name, f"{self.path}: name")
 
     def one_of(self, raw: dict[str, Any], key: str, allowed: tuple[str, ...],
                default: str | None, prefix: str = "") -> str:

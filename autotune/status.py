@@ -10,8 +10,9 @@ from collections import Counter
 import optuna
 import sqlalchemy
 
-from autotune import storage
+from autotune import storage, stored
 from autotune.errors import UsageError
+from autotune.heartbeat import read_heartbeats
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         url = storage.resolve_url(args.storage)
-        store = storage.open_storage(url)
+        store = stored.open_existing(url)  # never creates a storage
         names = [s.study_name for s in optuna.get_all_study_summaries(store)]
         if args.study is not None and args.study not in names:
             raise UsageError(f"unknown study '{args.study}' in {storage.mask(url)}; available: "
@@ -57,20 +58,21 @@ def status_lines(store: optuna.storages.BaseStorage, names: list[str]) -> list[s
         trials = study.get_trials(deepcopy=False)
         counts = Counter(t.state.name for t in trials)
         complete = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
-        best = f"{max(complete):.4f}" if complete else "-"
+        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        best = f"{pick(complete):.4f}" if complete else "-"
         lines.append(f"{name:<24} {best:>8} {counts['COMPLETE']:>8} {counts['PRUNED']:>6} "
                      f"{counts['FAIL']:>6} {counts['RUNNING']:>7} {counts['WAITING']:>7}")
         running += [(name, t) for t in trials if t.state.name == "RUNNING"]
     if not running:
         return lines + ["", "no trial is running"]
-    beats = last_heartbeats(store)
-    now = dt.datetime.now()
+    beat_ages = heartbeat_ages_s(store)
+    now = dt.datetime.now()  # Optuna stamps datetime_start with the local time
     lines += ["", f"{'study':<24} {'trial':>5} {'host':<16} {'pid':>7} {'device':<8} "
                   f"{'epochs':>6} {'running for':>11} {'heartbeat':>10}"]
     for name, t in running:
         started = t.datetime_start or now
-        beat = beats.get(t._trial_id)
-        beat_text = f"{(now - beat).total_seconds():.0f}s ago" if beat else "none"
+        age_s = beat_ages.get(t._trial_id)
+        beat_text = f"{age_s:.0f}s ago" if age_s is not None else "none"
         attrs = t.user_attrs
         lines.append(f"{name:<24} {t.number:>5} {str(attrs.get('host', '?')):<16} "
                      f"{str(attrs.get('pid', '?')):>7} {str(attrs.get('device', '?')):<8} "
@@ -79,16 +81,12 @@ def status_lines(store: optuna.storages.BaseStorage, names: list[str]) -> list[s
     return lines
 
 
-def last_heartbeats(store: optuna.storages.BaseStorage) -> dict[int, dt.datetime]:
-    """trial id -> time of its last heartbeat; empty for storages without heartbeats."""
-    rdb = getattr(store, "_backend", store)  # unwrap Optuna's cache layer if present
-    if not isinstance(rdb, optuna.storages.RDBStorage):
-        return {}
-    with rdb.engine.connect() as conn:
-        rows = conn.execute(sqlalchemy.text("SELECT trial_id, heartbeat FROM trial_heartbeats"))
-        # SQLite hands the timestamp back as text, server databases as a datetime
-        return {int(trial_id): beat if isinstance(beat, dt.datetime)
-                else dt.datetime.fromisoformat(str(beat)) for trial_id, beat in rows}
+def heartbeat_ages_s(store: optuna.storages.BaseStorage) -> dict[int, float]:
+    """trial id -> seconds since its last heartbeat, by the database's clock; empty for
+    storages without heartbeats."""
+    beats, now = read_heartbeats(store)
+    return {trial_id: (now - beat).total_seconds() for trial_id, beat in beats.items()
+            if now is not None}
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def open_existing(url: str) -> optuna.storages.BaseStorage:
     if path and path != ":memory:" and not Path(path).is_file():
         raise StorageError(f"storage '{storage.mask(url)}': file '{path}' does not exist; "
                            "pass the --storage URL the study was run with")
-    return storage.open_storage(url)
+    return storage.open_storage(url, writable=False)
 
 
 def study_names(store: optuna.storages.BaseStorage) -> list[str]:

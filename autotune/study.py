@@ -114,6 +114,13 @@ def resume_study(storage: optuna.storages.BaseStorage, spec: StudySpec, *, sampl
         pruner=samplers.build_pruner(spec.pruner, spec.pruner_options, spec.max_epochs))
 
 
+def metric_name(study: optuna.Study) -> str:
+    """The name of the study's objective value as stored on it (`set_metric_names`), or
+    "value" for a study made outside autotune without one."""
+    names = study.metric_names
+    return names[0] if names else "value"
+
+
 def count_finished(study: optuna.Study) -> int:
     """Study-wide count of complete + pruned trials: what --n-trials is a total of."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))

@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from autotune.study import METRIC_NAME
+from autotune.study import METRIC_NAME, metric_name
 
 KEY_PARAMS = 4  # params shown on a trial's log line; the summary shows them all
 
@@ -22,16 +22,17 @@ def format_params(params: dict[str, Any], limit: int | None = None) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in items)
 
 
-def trial_line(trial: optuna.trial.FrozenTrial, max_epochs: int) -> str:
+def trial_line(trial: optuna.trial.FrozenTrial, max_epochs: int, metric: str = METRIC_NAME
+               ) -> str:
     """One line per finished trial: number, state, value, epochs, seconds, key params."""
     state = trial.state.name
     attrs = trial.user_attrs
     if trial.state == optuna.trial.TrialState.FAIL:
         value = attrs.get("fail_reason", "raised an error")
     elif trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
-        value = f"last {METRIC_NAME}={list(trial.intermediate_values.values())[-1]:.4f}"
+        value = f"last {metric}={list(trial.intermediate_values.values())[-1]:.4f}"
     elif trial.value is not None:
-        value = f"{METRIC_NAME}={trial.value:.4f}"
+        value = f"{metric}={trial.value:.4f}"
     else:
         value = "no value"
     seconds = attrs.get("wall_time_s")
@@ -60,9 +61,11 @@ def summary_lines(study: optuna.Study, storage_url: str, test: dict[str, Any] | 
                 if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
         best = study.best_trial
-        lines.append(f"best trial: #{best.number} {METRIC_NAME}={best.value:.4f} "
-                     f"(epoch {best.user_attrs.get('best_epoch', '?')})")
-        lines.append(f"best params: {format_params(best.params)}")
+        epoch = best.user_attrs.get("best_epoch")
+        lines.append(f"best trial: #{best.number} {metric_name(study)}={best.value:.4f}"
+                     + (f" (epoch {epoch})" if epoch is not None else ""))
+        lines.append("best params: " + (format_params(best.params) or
+                                        "none searched (every setting is fixed)"))
     else:
         lines.append("best trial: none yet (no trial has completed)")
     if test:

@@ -118,3 +118,48 @@ def any_storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"journal://{tmp_path / 'journal.log'}"
     fixture = {"postgresql": "postgres_url"}.get(request.param, f"{request.param}_url")
     return request.getfixturevalue(fixture)
+
+
+def file_hashes(url: str) -> dict[str, str | None]:
+    """sha256 of a SQLite storage's file and of its -wal and -shm files (None: absent), for
+    the tests that require a refused command to leave every byte as it was."""
+    import hashlib
+
+    from sqlalchemy.engine import make_url
+
+    path = Path(str(make_url(url).database))
+    hashes: dict[str, str | None] = {}
+    for suffix in ("", "-wal", "-shm"):
+        file = Path(f"{path}{suffix}")
+        hashes[file.name] = hashlib.sha256(file.read_bytes()).hexdigest() if file.exists() \
+            else None
+    return hashes
+
+
+def finished_in_copy(url: str, tmp_path: Path) -> dict[str, int]:
+    """Copy only the .db file of a SQLite storage (no -wal, no -shm) elsewhere and count its
+    studies' trials by state with plain Optuna in a fresh interpreter: what a user who copies
+    the file to another machine finds there."""
+    import json
+    import subprocess
+    import sys
+
+    from sqlalchemy.engine import make_url
+
+    copy = tmp_path / "copied" / "copy.db"
+    copy.parent.mkdir(exist_ok=True)
+    # copied by another process: closing a descriptor of the file here would drop the SQLite
+    # locks this process's own connections hold on it
+    code = ("import collections, json, optuna, shutil, sys; shutil.copyfile(*sys.argv[1:3]); "
+            "u = 'sqlite:///' + sys.argv[2]; "
+            "print(json.dumps({s.study_name: dict(collections.Counter(t.state.name for t in "
+            "optuna.load_study(study_name=s.study_name, storage=u).trials)) "
+            "for s in optuna.get_all_study_summaries(u)}))")
+    source = str(make_url(url).database)
+    out = subprocess.run([sys.executable, "-c", code, source, str(copy)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    counts: dict[str, int] = {}
+    for study_counts in json.loads(out).values():
+        for state, n in study_counts.items():
+            counts[state] = counts.get(state, 0) + n
+    return counts

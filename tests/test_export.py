@@ -81,6 +81,7 @@ def test_exported_study_file_runs_as_a_one_trial_study(study: SmallStudy, export
     retrained = optuna.load_study(study_name=spec.name, storage=url)
     (trial,) = retrained.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.params == {}
+    assert "best params: none searched (every setting is fixed)" in done.stdout.splitlines()
     # the run trained exactly the exported configuration, with the seed its trial 0 gets
     assert trial.user_attrs["seed"] == trial_seed(spec, 0)
     assert trial.value == pytest.approx(best_val_accuracy(spec, trial_seed(spec, 0)), abs=1e-9)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import optuna
 
 from autotune.notes import study_note
-from autotune.study import TEST_RESULT_ATTR
+from autotune.study import METRIC_NAME, TEST_RESULT_ATTR
 
 
 def study_with_best_trial() -> optuna.Study:
     study = optuna.create_study(study_name="s", direction="maximize")
+    study.set_metric_names([METRIC_NAME])  # as autotune's create_study names it
     study.add_trial(optuna.trial.create_trial(
         value=0.93, params={"lr": 0.05},
         distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)},

@@ -89,6 +89,19 @@ def test_report_prints_a_summary_and_the_top_trials_and_writes_json(
     assert not (tmp_path / report.HTML_NAME).exists()
 
 
+def test_report_on_a_minimising_study_made_outside_autotune_labels_its_value(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    plain = optuna.create_study(study_name="plain", storage=url, direction="minimize")
+    plain.optimize(lambda t: (t.suggest_float("x", -1.0, 1.0) - 0.25) ** 2, n_trials=4)
+    assert report.main(["--study", "plain", "--storage", url, "--out", str(tmp_path / "o"),
+                        "--format", "json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == f"best trial: #{plain.best_trial.number} value={plain.best_value:.4f}"
+    assert METRIC_NAME not in "\n".join(lines)
+    assert json.loads((tmp_path / "o" / report.JSON_NAME).read_text())["metric"] == "value"
+
+
 def tiny_study(url: str, n_complete: int) -> None:
     """A study with n_complete trials: too few for parameter importances."""
     study = optuna.create_study(study_name="tiny", storage=url, direction="maximize")

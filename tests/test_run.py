@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from autotune.study import DATA_SOURCE_ATTR, DEFINITION_ATTR, TEST_RESULT_ATTR
-from tests.conftest import REPO, write_study
+from tests.conftest import REPO, file_hashes, finished_in_copy, write_study
 from tests.test_workers import wait_for_trial_with_epochs
 
 # A seconds-long study: small MLPs on digits, a learning-rate range wide enough that some
@@ -63,12 +63,16 @@ def states(study: optuna.Study) -> dict[str, int]:
 
 
 def snapshot(url: str) -> list[tuple]:
-    """Everything a bad invocation must leave alone."""
+    """Everything a bad invocation must leave alone (read through connections closed after,
+    so that this process leaves no -wal or -shm file open)."""
+    store = optuna.storages.RDBStorage(url)
     out = []
-    for summary in optuna.get_all_study_summaries(url):
-        study = load(url, summary.study_name)
+    for summary in optuna.get_all_study_summaries(store):
+        study = optuna.load_study(study_name=summary.study_name, storage=store)
         out.append((summary.study_name, sorted(study.user_attrs.items()),
                     [(t.number, t.state, t.params, t.value) for t in study.trials]))
+    store.remove_session()
+    store.engine.dispose()
     return out
 
 
@@ -198,13 +202,18 @@ def stored_study(tmp_path_factory) -> tuple[str, Path]:
     (["--study", "FAST", "--n-trials", "0"], "must be an integer >= 1"),
     (["--study", "FAST", "--sampler", "bayes"], "invalid choice: 'bayes'"),
     (["--study", "FAST", "--max-epochs", "2"], "max_epochs: stored 4, now 2"),
+    (["--study", "FAST", "--study-name", ""], "--study-name: the study name is empty"),
+    (["--study", "FAST", "--study-name", " fast"], "starts or ends with whitespace"),
+    (["--study", "FAST", "--storage", ""], "--storage is empty"),
+    (["--study", "DIR"], "is a directory; give a .toml study file inside it"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_storage_untouched(
         stored_study, tmp_path, args, message):
     url, fast = stored_study
     bad = write_study(tmp_path, BAD_STUDY, name="bad")
+    before_bytes = file_hashes(url)
     before = snapshot(url)
-    args = [{"BAD": str(bad), "FAST": str(fast)}.get(a, a) for a in args]
+    args = [{"BAD": str(bad), "FAST": str(fast), "DIR": str(tmp_path)}.get(a, a) for a in args]
     if "--storage" not in args:
         args += ["--storage", url]
     result = run_cli(*args, env={"CUDA_VISIBLE_DEVICES": ""})
@@ -212,7 +221,9 @@ def test_bad_input_exits_2_with_one_line_and_leaves_storage_untouched(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].count("error") == 1
+    assert file_hashes(url) == before_bytes
     assert snapshot(url) == before
+    assert not (REPO / "autotune.db").exists()  # an empty --storage once meant the default
 
 
 def test_help_explains_every_flag():
@@ -253,6 +264,8 @@ def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_u
     cut = [t for t in study.trials if t.user_attrs.get("interrupted")]
     assert [(t.number, t.state.name) for t in cut] == [(training, "FAIL")]
     assert cut[0].intermediate_values  # it had trained: the retry carries on from there
+    copied = finished_in_copy(sqlite_url, tmp_path)  # exit 130 leaves the .db file whole too
+    assert copied == states(study)
     n_finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     resumed = run_cli("--study", str(spec), "--storage", sqlite_url, "--n-trials",
                       str(n_finished + 1))
@@ -264,6 +277,11 @@ def test_ctrl_c_exits_130_leaves_no_running_trial_and_the_study_resumes(sqlite_u
     assert again[0].state.name in ("COMPLETE", "PRUNED")
     assert again[0].user_attrs.get("resumed_from", {}).get("trial") == cut[0].number, \
         resumed.stderr
+    # the retry's attributes describe the retry; the interruption stays on the trial cut short
+    assert "interrupted" not in again[0].user_attrs
+    assert "fail_reason" not in again[0].user_attrs
+    assert again[0].user_attrs["seed"] == cut[0].user_attrs["seed"]
+    assert load(sqlite_url, "slow").trials[cut[0].number].user_attrs["interrupted"] is True
 
 
 def write_idx_mnist(raw: Path, n_train: int = 120, n_test: int = 40) -> None:
@@ -291,6 +309,7 @@ def test_a_study_whose_every_trial_diverges_stops_with_exit_1(sqlite_url, tmp_pa
     trials = load(sqlite_url, "doomed").trials
     # (a trial whose ReLUs all die keeps a finite loss and completes, resetting the count)
     assert [t.state.name for t in trials[-10:]] == ["FAIL"] * 10
+    assert finished_in_copy(sqlite_url, tmp_path) == states(load(sqlite_url, "doomed"))
 
 
 def test_start_from_configurations_are_the_first_trials_and_are_queued_once(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,9 +10,10 @@ from tests.conftest import REPO, write_study
 from tests.test_workers import SLOW_STUDY, start_run, wait_for_trial_with_epochs
 
 
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_module(module: str, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=120, env={**os.environ, **(env or {})})
 
 
 def test_status_lists_running_trials_with_host_pid_and_heartbeat(sqlite_url, tmp_path):
@@ -64,3 +66,34 @@ def test_migrate_copies_a_sqlite_study_to_postgresql_and_it_resumes_there(
     assert "3 of 5 trials finished" in resumed.stderr
     assert sum(t.state.is_finished() for t in
                optuna.load_study(study_name=name, storage=postgres_url).trials) >= 5
+
+
+def test_status_ages_heartbeats_by_the_database_clock_in_any_time_zone(sqlite_url):
+    store = optuna.storages.RDBStorage(sqlite_url, heartbeat_interval=60)
+    study = optuna.create_study(study_name="beating", storage=store)
+    trial = study.ask()
+    store.record_heartbeat(trial._trial_id)
+    result = run_module("autotune.status", "--storage", sqlite_url, env={"TZ": "Asia/Tokyo"})
+    assert result.returncode == 0, result.stderr
+    line = next(row for row in result.stdout.splitlines() if row.startswith("beating ")
+                and row.rstrip().endswith("ago"))
+    age_s = int(line.split()[-2].rstrip("s"))
+    assert 0 <= age_s < 60, line  # was 32,400 s off: UTC beats against Tokyo's clock
+
+
+def test_status_shows_the_minimum_as_best_for_a_minimising_study(sqlite_url):
+    study = optuna.create_study(study_name="losses", storage=sqlite_url, direction="minimize")
+    for value in (0.5, 0.125, 0.9):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    result = run_module("autotune.status", "--storage", sqlite_url)
+    row = next(line for line in result.stdout.splitlines() if line.startswith("losses "))
+    assert row.split()[1] == "0.1250"
+
+
+def test_status_without_a_storage_refuses_and_creates_nothing(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "autotune.status"], cwd=tmp_path, text=True,
+                            capture_output=True, timeout=120,
+                            env={k: v for k, v in os.environ.items() if k != "AUTOTUNE_STORAGE"})
+    assert result.returncode == 2
+    assert "autotune.db' does not exist" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import optuna
 import pytest
 
 from autotune import storage
 from autotune.errors import StorageError
+from tests.conftest import REPO, file_hashes, finished_in_copy, write_study
 
 
 def test_resolve_url_prefers_flag_then_environment_then_default(monkeypatch):
@@ -64,3 +74,127 @@ def test_sqlite_connections_commit_in_wal_mode_without_an_fsync_per_write(tmp_pa
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+# --- SQLite files a user copies, points at by mistake, or cannot write: the run's CLI ------
+
+TINY_STUDY = """
+dataset = "digits"
+[budget]
+n_trials = 2
+max_epochs = 2
+[fixed]
+width = 16
+depth = 1
+[space]
+lr = { low = 1e-3, high = 1e-1, log = true }
+"""
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "autotune.run", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_finished_run_leaves_the_whole_study_in_the_db_file_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    spec = write_study(tmp_path, TINY_STUDY, name="tiny")
+    assert run_cli("--study", str(spec), "--storage", url).returncode == 0
+    assert not (tmp_path / "w.db-wal").exists() or (tmp_path / "w.db-wal").stat().st_size == 0
+    counts = finished_in_copy(url, tmp_path)
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 2
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """The file made read-only for the process under test: chmod for an ordinary user;
+    as root (who writes through mode bits) the immutable attribute, which binds root too."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("running as root without chattr +i: no way to make a file read-only")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_read_only_database_file_is_refused_at_once_and_left_untouched(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ro.db'}"
+    spec = write_study(tmp_path, TINY_STUDY, name="tiny")
+    assert run_cli("--study", str(spec), "--storage", url).returncode == 0
+    before = file_hashes(url)
+    with read_only(tmp_path / "ro.db"):
+        result = run_cli("--study", str(spec), "--storage", url, "--n-trials", "3",
+                         timeout=60)  # it used to retry for ~2 minutes
+        assert_refused(result, f"cannot write {tmp_path / 'ro.db'}: read-only")
+        assert file_hashes(url) == before  # no -wal or -shm left behind either
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_left_untouched(tmp_path):
+    (tmp_path / "notadb.db").write_text("my notes, not a database\n")
+    url = f"sqlite:///{tmp_path / 'notadb.db'}"
+    before = file_hashes(url)
+    result = run_cli("--study", "digits", "--storage", url)
+    assert_refused(result, "is not a SQLite database")
+    assert file_hashes(url) == before
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_storage_is_refused_at_once(url):
+    result = run_cli("--study", "digits", "--storage", url, timeout=60)
+    assert_refused(result, "is an in-memory database")
+
+
+def test_a_refused_run_on_a_plain_optuna_study_leaves_every_byte_as_it_was(tmp_path):
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    code = ("import optuna, sys; s = optuna.create_study(study_name='digits', "
+            "storage=sys.argv[1], direction='minimize'); "
+            "s.optimize(lambda t: t.suggest_float('x', 0, 1) ** 2, n_trials=3)")
+    subprocess.run([sys.executable, "-c", code, url], check=True, capture_output=True)
+    before = file_hashes(url)
+    result = run_cli("--study", "digits", "--storage", url)
+    assert_refused(result, "was not created by autotune")
+    assert file_hashes(url) == before  # still a rollback journal: no switch to WAL
+
+
+def test_an_empty_storage_flag_is_refused_and_creates_nothing(tmp_path):
+    result = run_cli("--study", "digits", "--storage", "", cwd=tmp_path)
+    assert_refused(result, "--storage is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_server_is_reported_at_once_then_retried_then_exit_1():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autotune.run", "--study", "digits", "--storage",
+         f"postgresql://nobody@127.0.0.1:{port}/autotune"], cwd=REPO, text=True,
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+        env={**os.environ, "AUTOTUNE_RECONNECT_S": "4"})
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    first_after_s = time.monotonic() - started
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert "does not answer" in first and "retrying for up to 4 s" in first
+    # said before the retries ran out (interpreter start-up included), not after them
+    assert first_after_s < 4 and time.monotonic() - started >= 4
+    assert "error: storage unreachable" in rest and "Traceback" not in rest

@@ -234,6 +234,9 @@ def test_a_killed_worker_s_trial_is_retried_from_its_last_checkpoint(sqlite_url,
     dead = study.trials[victim.number]
     assert dead.state.name == "FAIL"
     assert dead.datetime_complete is not None
+    pid, host = victim.user_attrs["pid"], victim.user_attrs["host"]
+    assert dead.user_attrs["fail_reason"].startswith(
+        f"worker {pid} on {host} stopped sending heartbeats at ")
     # marked failed within the grace period (3 s) plus a heartbeat or two of slack
     assert (dead.datetime_complete.timestamp() - time.time()) + (time.monotonic() - killed_at) < 60
     retries = [t for t in study.trials
@@ -242,6 +245,7 @@ def test_a_killed_worker_s_trial_is_retried_from_its_last_checkpoint(sqlite_url,
     retry = retries[0]
     assert retry.state.name == "COMPLETE"
     assert retry.params == dead.params
+    assert "fail_reason" not in retry.user_attrs and retry.user_attrs["pid"] != pid
     resumed = retry.user_attrs["resumed_from"]
     assert resumed["trial"] == victim.number and resumed["epoch"] >= 2
     assert sorted(retry.intermediate_values) == list(range(1, 7))  # the curve carries on
