@@ -321,6 +321,7 @@ def check_environment() -> None:
     storage.heartbeat_s()
     storage.grace_s()
     storage.reconnect_s()
+    storage.fast_storage()
     workers.fork_allowed()
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from autotune import env
 from autotune.batched import BatchedRDBStorage
 from autotune.errors import StorageError
-from autotune.resilient import is_connection_error, reconnect_s
+from autotune.resilient import ResilientRDBStorage, is_connection_error, reconnect_s
 from autotune.retry import MAX_RETRY, RetryTrial
 
 DEFAULT_URL = "sqlite:///autotune.db"  # relative to the working directory
@@ -104,9 +104,21 @@ def _with_default_driver(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _open_rdb(url: str, *, writable: bool = True) -> BatchedRDBStorage:
+FAST_STORAGE_ENV = "AUTOTUNE_FAST_STORAGE"
+
+
+def fast_storage() -> bool:
+    """Whether RDB storages take the batched writes and in-memory listings (`batched`:
+    Optuna's tables written with its own statements; 1, the default) or Optuna's
+    RDBStorage as it is, with retries only (0): $AUTOTUNE_FAST_STORAGE. Both leave the
+    same rows, which plain Optuna reads back alike."""
+    return env.number(FAST_STORAGE_ENV, 1, int, lambda v: v in (0, 1), "0 or 1") == 1
+
+
+def _open_rdb(url: str, *, writable: bool = True) -> ResilientRDBStorage:
     # read first: a bad setting is refused before the database is touched
     heartbeat_interval, grace_period = heartbeat_s(), grace_s()
+    kind = BatchedRDBStorage if fast_storage() else ResilientRDBStorage
     # pool_pre_ping replaces connections a database restart has closed.
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -123,9 +135,9 @@ def _open_rdb(url: str, *, writable: bool = True) -> BatchedRDBStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                rdb = BatchedRDBStorage(url, engine_kwargs=engine_kwargs,
-                                        heartbeat_interval=heartbeat_interval,
-                                        grace_period=grace_period, **_retry_callback())
+                rdb = kind(url, engine_kwargs=engine_kwargs,
+                           heartbeat_interval=heartbeat_interval,
+                           grace_period=grace_period, **_retry_callback())
             if url.startswith("sqlite"):
                 _commit_without_fsync_per_write(rdb.engine)
             _opened.append(rdb)

@@ -23,7 +23,7 @@ case "$(uname -m)" in
   *)             torch_pair=(torch==2.14.1 torchvision==0.29.1) ;;
 esac
 "$venv/bin/pip" install -q "${torch_pair[@]}"
-"$venv/bin/pip" install -q -c constraints.txt -e '.[dev]'
+"$venv/bin/pip" install -q -c constraints.txt -e '.[dev,fast]'
 # numba compiles the CNN blocks' loops once per machine (~25 s), cached beside the source;
 # where it cannot, training runs them on PyTorch ops (slower, same results)
 "$venv/bin/python" -m autotune.cnn_kernels >&2 \

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -198,3 +199,63 @@ def test_an_unreachable_server_is_reported_at_once_then_retried_then_exit_1():
     # said before the retries ran out (interpreter start-up included), not after them
     assert first_after_s < 4 and time.monotonic() - started >= 4
     assert "error: storage unreachable" in rest and "Traceback" not in rest
+
+
+# --- either storage path writes the same study, as plain Optuna reads it -----------------
+
+SEEDED_STUDY = """
+dataset = "digits"
+seed = 11
+[budget]
+n_trials = 6
+max_epochs = 3
+[sampler]
+name = "tpe"
+n_startup_trials = 3
+[pruner]
+name = "median"
+n_startup_trials = 2
+n_warmup_steps = 0
+[fixed]
+width = 16
+depth = 1
+[space]
+lr = { low = 1e-4, high = 0.5, log = true }
+optimizer = { choices = ["sgd", "adam"] }
+"""
+
+
+def plain_view(study: optuna.Study) -> list[tuple]:
+    """What plain Optuna shows of each trial (no times: they differ run to run)."""
+    return [(t.number, t.state.name, t.params, t.values, t.intermediate_values,
+             sorted(k for k in t.user_attrs)) for t in study.trials]
+
+
+def test_the_fast_and_the_plain_storage_paths_write_the_same_study(tmp_path, postgres_url):
+    spec = write_study(tmp_path, SEEDED_STUDY, name="seeded")
+    views, urls = {}, {}
+    for fast in ("1", "0"):
+        url = urls[fast] = f"sqlite:///{tmp_path / f'fast{fast}.db'}"
+        done = run_cli("--study", str(spec), "--storage", url, "--study-name", f"seeded{fast}",
+                       env={storage.FAST_STORAGE_ENV: fast}, timeout=300)
+        assert done.returncode == 0, done.stderr
+        views[fast] = plain_view(optuna.load_study(study_name=f"seeded{fast}", storage=url))
+    assert views["1"] == views["0"]
+    assert {state for _, state, *_ in views["1"]} >= {"COMPLETE"}
+    # copied to PostgreSQL by Optuna itself, and listed by Optuna's own command line
+    optuna.copy_study(from_study_name="seeded1", from_storage=urls["1"],
+                      to_storage=postgres_url, to_study_name="seeded1-copy")
+    copied = optuna.load_study(study_name="seeded1-copy", storage=postgres_url)
+    assert plain_view(copied) == views["1"]
+    assert copied.user_attrs == optuna.load_study(study_name="seeded1",
+                                                  storage=urls["1"]).user_attrs
+    listed = subprocess.run([str(Path(sys.executable).parent / "optuna"), "trials",
+                             "--study-name", "seeded0", "--storage", urls["0"], "-f", "json"],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert [row["number"] for row in json.loads(listed.stdout)] == [v[0] for v in views["0"]]
+
+
+def test_a_bad_fast_storage_setting_is_refused_in_one_line():
+    result = run_cli("--study", "digits", env={storage.FAST_STORAGE_ENV: "yes"})
+    assert_refused(result, "$AUTOTUNE_FAST_STORAGE must be 0 or 1, got 'yes'")
