@@ -49,12 +49,17 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
     if spec.final_train == "train+val":
         x_train, y_train = torch.cat([x_train, splits.x_val]), torch.cat([y_train, splits.y_val])
     model = build_model(cfg, splits.input_shape, splits.n_classes).to(device)
-    fitted = fit(model, x_train, y_train, splits.x_val, splits.y_val, cfg, n_epochs=epochs)
+    fitted = fit(model, x_train, y_train, splits.x_val, splits.y_val, cfg, n_epochs=epochs,
+                 loss=spec.loss, metric=spec.metric)
     result = {
         "trial": best.number,
         "test_accuracy": round(evaluate(model, splits.x_test, splits.y_test), 6),
-        "val_accuracy_search": best.value,
-        "val_accuracy_retrained": (round(fitted.epochs[-1].val_accuracy, 6)
+        "metric": spec.metric,
+        # the study's metric on the test split (test_loss for val_loss, ...)
+        "test_value": round(evaluate(model, splits.x_test, splits.y_test, loss=spec.loss,
+                                     metric=spec.metric), 6),
+        "val_accuracy_search": best.value,  # the study's metric, whatever its name
+        "val_accuracy_retrained": (round(fitted.epochs[-1].value, 6)
                                    if spec.final_train == "train" else None),
         "train_on": spec.final_train,
         "n_train": len(y_train),

@@ -54,27 +54,29 @@ class Objective:
         trial.set_user_attr("data_source", self.splits.source)
         peak_memory.reset(self.device)
         start = self.resume_point(trial, history)
-        epochs = [EpochResult(**e) for e in start.epochs] if start else []
+        epochs = [EpochResult.from_dict(e) for e in start.epochs] if start else []
         best: dict[str, torch.Tensor] = {}  # weights of the best epoch trained here
         keeping = self.spec.trial_weights != "none"
         # an epoch below this can never be the one whose weights are stored: no copy of it
         floor = weights_floor(self.spec.trial_weights, trial.study)
+        sign = score_sign(trial.study)  # scores (sign * value) are higher when better
 
         def on_checkpoint(state: TrainState) -> None:
             artifacts.save_checkpoint(self.store, self.spec.name, trial.number, state)
             batched.flush_trial(trial)  # a stored checkpoint's epochs are stored values too
 
         def on_epoch(result: EpochResult) -> None:
-            if keeping and result.val_accuracy >= floor and result.val_accuracy > max(
-                    (e.val_accuracy for e in epochs), default=-1.0):
+            score = sign * result.value
+            if keeping and score >= floor and score > max(
+                    (sign * e.value for e in epochs), default=-math.inf):
                 best.clear()  # the first of equals is the best epoch, as in FitResult
                 best.update({k: v.detach().clone() for k, v in model.state_dict().items()})
             epochs.append(result)
-            trial.report(result.val_accuracy, result.epoch)
+            trial.report(result.value, result.epoch)
             if trial.should_prune():
                 reason = samplers.prune_reason(trial.study, self.spec.pruner,
                                                self.spec.pruner_options,
-                                               [r.val_accuracy for r in epochs])
+                                               [r.value for r in epochs])
                 trial.set_user_attr("prune_reason", reason)
                 raise optuna.TrialPruned(reason)
 
@@ -84,7 +86,8 @@ class Objective:
             result = fit(model, self.splits.x_train, self.splits.y_train, self.splits.x_val,
                          self.splits.y_val, cfg, on_epoch, start=start,
                          on_checkpoint=on_checkpoint,
-                         checkpoint_every_s=self.checkpoint_every_s)
+                         checkpoint_every_s=self.checkpoint_every_s,
+                         loss=self.spec.loss, metric=self.spec.metric)
         except Diverged as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise
@@ -100,11 +103,10 @@ class Objective:
                                   [e.as_dict() for e in epochs])
             if not interrupted:
                 artifacts.remove_checkpoint(self.store, self.spec.name, trial.number)
-        if best and keeps_weights(self.spec.trial_weights, result.best_val_accuracy,
-                                  trial.study):
+        if best and keeps_weights(self.spec.trial_weights, result.best_value, trial.study):
             artifacts.upload_weights(self.store, trial, best)
         trial.set_user_attr("best_epoch", result.best_epoch)
-        return result.best_val_accuracy
+        return result.best_value
 
     def resume_point(self, trial: optuna.Trial, history: list[int]) -> TrainState | None:
         """The newest checkpoint left by the dead trials this one retries, replayed."""
@@ -113,7 +115,7 @@ class Objective:
             if state is None:
                 continue
             for epoch in state.epochs:  # the retry's learning curve carries on
-                trial.report(epoch["val_accuracy"], epoch["epoch"])
+                trial.report(EpochResult.from_dict(epoch).value, epoch["epoch"])
             trial.set_user_attr("resumed_from", {"trial": dead, "epoch": state.epoch})
             return state
         return None
@@ -146,7 +148,8 @@ def weights_floor(policy: str, study: optuna.Study) -> float:
         return -math.inf
     finished = study._get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,),
                                  use_cache=True)
-    return max((t.value for t in finished if t.value is not None), default=-math.inf)
+    sign = score_sign(study)
+    return max((sign * t.value for t in finished if t.value is not None), default=-math.inf)
 
 
 def keeps_weights(policy: str, value: float, study: optuna.Study) -> bool:
@@ -156,7 +159,13 @@ def keeps_weights(policy: str, value: float, study: optuna.Study) -> bool:
     behind the study, so the study's best trial always has its weights (ties too), and at
     most a few others do: each weights file costs a file and its record (~0.5 ms a trial on
     SQLite here) and the disk of one model."""
-    return policy != "none" and value >= weights_floor(policy, study)
+    return policy != "none" and score_sign(study) * value >= weights_floor(policy, study)
+
+
+def score_sign(study: optuna.Study) -> float:
+    """1 when the study maximises its metric, -1 when it minimises: `sign * value` is then
+    higher for the better of two values either way."""
+    return 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
 
 
 def retry_history(trial: optuna.Trial) -> list[int]:

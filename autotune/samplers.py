@@ -88,35 +88,44 @@ def build_pruner(name: str, options: Mapping[str, Any], max_epochs: int
 
 def prune_reason(study: optuna.Study, name: str, options: Mapping[str, Any],
                  values: Sequence[float]) -> str:
-    """Why the pruner `name` stopped a trial whose val accuracies per epoch are `values`.
+    """Why the pruner `name` stopped a trial whose validation values per epoch are `values`
+    (the study's metric, better when higher or lower as its direction says).
 
     Says what the trial was compared with, as the pruner compares it: the median and
     percentile pruners compare the trial's best value so far with the percentile over
     complete trials at this epoch; successive halving and Hyperband keep the top
     1/reduction_factor of the trials at each rung; patience requires a plateau first.
     """
-    epoch, value, best = len(values), values[-1], max(values)
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    worse = "<" if maximize else ">"
+    epoch, value = len(values), values[-1]
+    best = max(values) if maximize else min(values)
+    metric = study.metric_names[0] if study.metric_names else "value"
     label = name + (f" with patience {options['patience']}" if "patience" in options else "")
     why = []
     if "patience" in options:
         window = int(options["patience"]) + 1
-        before = max(values[:-window], default=float("nan"))
+        edge = max if maximize else min
+        before = edge(values[:-window], default=float("nan"))
         why.append(f"no gain over {float(options.get('min_delta', 0.0)):g} in the last "
-                   f"{window} epochs ({before:.4f} before, {max(values[-window:]):.4f} since)")
+                   f"{window} epochs ({before:.4f} before, {edge(values[-window:]):.4f} since)")
     if name in ("median", "percentile"):
         percentile = 50.0 if name == "median" else float(options.get("percentile", 25.0))
         complete = [t.intermediate_values[epoch]
                     for t in study.get_trials(deepcopy=False,
                                               states=(optuna.trial.TrialState.COMPLETE,))
                     if epoch in t.intermediate_values]
-        what = "median" if name == "median" else f"{100 - percentile:g}th percentile"
+        kept = 100 - percentile if maximize else percentile
+        what = "median" if name == "median" else f"{kept:g}th percentile"
         if complete:
-            threshold = float(np.nanpercentile(complete, 100 - percentile))
-            why.append(f"best so far < {threshold:.4f}, the {what} of {len(complete)} "
+            # Optuna's percentile pruner keeps the top `percentile` percent either way
+            threshold = float(np.nanpercentile(
+                complete, kept))
+            why.append(f"best so far {worse} {threshold:.4f}, the {what} of {len(complete)} "
                        "complete trials at this epoch")
     elif name in ("successive_halving", "hyperband"):
         factor = options.get("reduction_factor", 3 if name == "hyperband" else 4)
         why.append(f"not in the top 1/{factor} of the trials that reached this epoch (a "
                    "rung)")
-    return (f"pruned by {label} at epoch {epoch}: val accuracy {value:.4f} (best so far "
+    return (f"pruned by {label} at epoch {epoch}: {metric} {value:.4f} (best so far "
             f"{best:.4f})" + "".join(f"; {w}" for w in why))

@@ -13,13 +13,21 @@ from typing import Any
 from autotune import samplers
 from autotune.config import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, field_types
 from autotune.errors import SpecError
+from autotune.losses import (
+    DEFAULT_LOSS,
+    DEFAULT_METRIC,
+    LOSSES,
+    METRICS,
+    check_pair,
+    default_metric,
+)
 
 # Shipped study files live beside the package; $AUTOTUNE_STUDIES_DIR adds another place.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "studies"
 
 TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
             "final_train", "trial_weights", "budget", "sampler", "pruner", "fixed", "space",
-            "start_from"}
+            "start_from", "loss", "metric"}
 BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
 PARAM_KEYS = {"low", "high", "log", "step", "choices"}
 # Fields a study sets in its own keys, not through [fixed] or [space].
@@ -52,6 +60,8 @@ class StudySpec:
     name: str
     dataset: str
     model: str = "mlp"
+    loss: str = "cross_entropy"  # what trials train with (autotune.losses.LOSSES)
+    metric: str = "val_accuracy"  # what scores them; the study's direction follows it
     description: str = ""
     seed: int = 0  # sampler seed; trial k trains with torch seed `seed + k`
     val_fraction: float = 0.1  # share of the training data held out for validation; (0, 1)
@@ -88,6 +98,9 @@ class StudySpec:
                      for k, v in dataclasses.asdict(p).items() if k != "name" and v is not None}
             for p in self.space
         }
+        for key, default in (("loss", DEFAULT_LOSS), ("metric", DEFAULT_METRIC)):
+            if getattr(self, key) != default:  # so studies stored before them still match
+                out[key] = getattr(self, key)
         if self.start_from:  # only when given, so studies stored before it still match
             out["start_from"] = [dict(e) for e in self.start_from]
         return out
@@ -149,6 +162,7 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         description=v.typed(raw, "description", str, ""),
         dataset=v.one_of(raw, "dataset", DATASETS, None),
         model=v.one_of(raw, "model", MODELS, "mlp"),
+        loss=v.one_of(raw, "loss", tuple(LOSSES), DEFAULT_LOSS),
         seed=v.typed(raw, "seed", int, 0),
         val_fraction=v.number(raw, "val_fraction", 0.1, low=0.0, high=1.0, open_=True) or 0.1,
         split_seed=v.typed(raw, "split_seed", int, 0),
@@ -160,6 +174,11 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         path=path,
         text=text,
     )
+    metric = v.one_of(raw, "metric", tuple(METRICS), default_metric(spec.loss))
+    mismatch = check_pair(spec.loss, metric)
+    if mismatch:
+        raise v.fail("metric", mismatch)
+    spec = dataclasses.replace(spec, metric=metric)
     sampler, sampler_options = v.algorithm(raw, "sampler", samplers.SAMPLERS, "tpe")
     pruner, pruner_options = v.algorithm(raw, "pruner", samplers.PRUNERS, "median")
     fixed = v.fixed(raw)

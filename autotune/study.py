@@ -17,9 +17,10 @@ import optuna
 
 from autotune import samplers
 from autotune.errors import DefinitionMismatch
+from autotune.losses import METRICS
 from autotune.spec import StudySpec
 
-METRIC_NAME = "val_accuracy"
+METRIC_NAME = "val_accuracy"  # the default metric (autotune.losses.DEFAULT_METRIC)
 DEFINITION_ATTR = "autotune:definition"  # JSON-able dict: StudySpec.definition()
 DATA_SOURCE_ATTR = "autotune:data_source"
 SPEC_TEXT_ATTR = "autotune:spec_text"  # the study file, verbatim
@@ -89,12 +90,12 @@ def create_study(storage: optuna.storages.BaseStorage, spec: StudySpec, *, data_
                  sampler_seed: int, artifact_dir: str) -> optuna.Study:
     """Create a new study and store everything needed to rebuild its search elsewhere."""
     study = optuna.create_study(
-        study_name=spec.name, storage=storage, direction="maximize",
+        study_name=spec.name, storage=storage, direction=METRICS[spec.metric].direction,
         sampler=samplers.build_sampler(spec.sampler, spec.sampler_options, sampler_seed),
         pruner=samplers.build_pruner(spec.pruner, spec.pruner_options, spec.max_epochs))
     with warnings.catch_warnings():  # experimental since 3.2, stable in practice
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([METRIC_NAME])
+        study.set_metric_names([spec.metric])
     study.set_user_attr(DEFINITION_ATTR, _jsonable(spec.definition()))
     study.set_user_attr(DATA_SOURCE_ATTR, data_source)
     study.set_user_attr(SPEC_TEXT_ATTR, spec.text)

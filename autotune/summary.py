@@ -69,6 +69,10 @@ def summary_lines(study: optuna.Study, storage_url: str, test: dict[str, Any] | 
     else:
         lines.append("best trial: none yet (no trial has completed)")
     if test:
+        metric = test.get("metric", METRIC_NAME)
+        if metric != METRIC_NAME and test.get("test_value") is not None:
+            lines.append(f"test {metric.removeprefix('val_')} of best configuration: "
+                         f"{test['test_value']:.4f}")
         lines.append(f"test accuracy of best configuration: {test['test_accuracy']:.4f} "
                      f"(trial #{test['trial']} retrained {test['epochs']} epochs on "
                      f"{test.get('train_on', 'train')}, evaluated once on {test['n_test']} "

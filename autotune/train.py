@@ -18,18 +18,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LRScheduler, OneCycleLR
 
-from autotune import rng
+from autotune import losses, rng
 from autotune.augment import augment
 from autotune.config import DEVICES, TrainConfig
 from autotune.cpu_forward import cpu_forward
 from autotune.errors import Diverged, UsageError
 from autotune.fused_step import fused_step
 from autotune.lazy_dynamo import skip_dynamo_wrappers
+from autotune.losses import DEFAULT_LOSS, DEFAULT_METRIC, LOSSES, METRICS
 from autotune.mlp_step import mlp_step
 
 
@@ -39,7 +39,7 @@ class EpochResult:
 
     epoch: int  # 1-based
     train_loss: float  # mean of the epoch's batch losses
-    val_accuracy: float  # in [0, 1]
+    value: float  # the validation metric (fit's `metric`: val_accuracy in [0, 1], val_loss)
     lr: float  # learning rate at the start of this epoch (per-batch schedules move it within)
     seconds: float  # training time of this epoch, evaluation excluded
     val_seconds: float = 0.0  # time of this epoch's evaluation on the validation split
@@ -49,14 +49,23 @@ class EpochResult:
         numbers do not need, costs 20x more: ~0.1 ms for a 10-epoch learning curve)."""
         return dict(vars(self))
 
+    @classmethod
+    def from_dict(cls, data: dict[str, float]) -> EpochResult:
+        """As `as_dict` wrote it; checkpoints written before the metric was chosen by name
+        call the value val_accuracy."""
+        data = dict(data)
+        if "val_accuracy" in data:
+            data["value"] = data.pop("val_accuracy")
+        return cls(**data)  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True)
 class FitResult:
-    """The whole run: every epoch, and the best one by validation accuracy."""
+    """The whole run: every epoch, and the best one by the validation metric."""
 
     epochs: list[EpochResult]
-    best_epoch: int  # 1-based epoch with the highest val accuracy (first on ties)
-    best_val_accuracy: float
+    best_epoch: int  # 1-based epoch with the best value (first on ties)
+    best_value: float
     train_time_s: float  # sum of epoch training seconds (evaluation excluded)
 
 
@@ -175,19 +184,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
-    """Accuracy of `model` on (x, y) in eval mode, without gradients; restores the mode."""
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024, *,
+             loss: str = DEFAULT_LOSS, metric: str = DEFAULT_METRIC) -> float:
+    """`metric` (accuracy by default) of `model` on (x, y) in eval mode, without gradients;
+    restores the mode."""
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"x and y must be non-empty and equally long, got {len(x)=}, {len(y)=}")
     was_training = model.training
     model.eval()
-    n_correct = torch.zeros((), dtype=torch.long, device=y.device)
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            logits = model(x[start : start + batch_size])
-            n_correct += (logits.argmax(dim=1) == y[start : start + batch_size]).sum()
+    value = losses.evaluate(model, x, y, loss, metric, batch_size=batch_size)
     model.train(was_training)
-    return n_correct.item() / len(x)
+    return value
 
 
 # glibc mallopt parameters (malloc.h) and the size below which freed memory is kept for reuse
@@ -280,6 +287,8 @@ def fit(
     on_checkpoint: Callable[[TrainState], None] | None = None,
     checkpoint_every_s: float = 0.0,
     n_epochs: int | None = None,
+    loss: str = DEFAULT_LOSS,
+    metric: str = DEFAULT_METRIC,
 ) -> FitResult:
     """Train `model` for `cfg.max_epochs` epochs on tensors already on one device.
 
@@ -295,7 +304,9 @@ def fit(
     the last one (0: after every epoch; never after the last epoch, which ends the fit), and
     `start` continues from such a state: epochs it holds are not trained again. `n_epochs`
     stops after that many of the `cfg.max_epochs` epochs, whose length the LR schedule
-    keeps: the model a trial had after `n_epochs`.
+    keeps: the model a trial had after `n_epochs`. `loss` and `metric` name what it trains
+    with and what each epoch's `value` is (`autotune.losses`); the best epoch is the first
+    with the highest value, or the lowest for a metric that is minimised.
     """
     if len(x_train) == 0 or len(x_train) != len(y_train):
         raise ValueError(
@@ -314,7 +325,9 @@ def fit(
     # the MLP's backward written out, without autograd's bookkeeping (CPU, float32); None
     # for other models, which take the autograd step through `forward`: compiled if asked,
     # else on the CPU in float32 with faster steps for some runs of layers (cpu_forward)
-    written_out = mlp_step(model, cfg)
+    written_out = mlp_step(model, cfg) if (loss, metric) == (DEFAULT_LOSS, DEFAULT_METRIC) \
+        else None
+    compute_loss = LOSSES[loss].compute
     if cfg.compile:
         forward = compile_model(model, cfg)
     elif written_out is None and cfg.precision == "fp32":
@@ -343,19 +356,18 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         for inputs, labels in batches(x_train, y_train, cfg, shuffle, fill, channels_last):
             if written_out is not None:
-                loss = written_out(inputs, labels)  # gradients in p.grad, as backward leaves them
+                batch_loss = written_out(inputs, labels)  # gradients in p.grad, as backward leaves
             else:
                 with autocast(device, cfg):
-                    loss = F.cross_entropy(forward(inputs), labels,
-                                           label_smoothing=cfg.label_smoothing)
+                    batch_loss = compute_loss(forward(inputs), labels, cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                batch_loss.backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
             optimizer_step()
             if per_batch:
                 scheduler.step()
-            loss_sum += loss.detach()
+            loss_sum += batch_loss.detach()
         train_loss = (loss_sum / n_batches).item()
         seconds = time.perf_counter() - start_s
         if not math.isfinite(train_loss):
@@ -368,11 +380,11 @@ def fit(
 
         val_start_s = time.perf_counter()
         if written_out is not None:
-            val_accuracy = written_out.accuracy(x_val, y_val)
+            value = written_out.accuracy(x_val, y_val)
         else:
             with autocast(device, cfg):
-                val_accuracy = evaluate(forward, x_val, y_val)
-        result = EpochResult(epoch, train_loss, val_accuracy, lr, seconds,
+                value = evaluate(forward, x_val, y_val, loss=loss, metric=metric)
+        result = EpochResult(epoch, train_loss, value, lr, seconds,
                              time.perf_counter() - val_start_s)
         epochs.append(result)
         if on_epoch is not None:
@@ -382,11 +394,12 @@ def fit(
             on_checkpoint(capture(epochs, model, optimizer, scheduler, shuffle))
             last_checkpoint_s = time.monotonic()
 
-    best = max(epochs, key=lambda e: e.val_accuracy)  # max keeps the first of equals
+    pick = max if METRICS[metric].maximize else min  # both keep the first of equals
+    best = pick(epochs, key=lambda e: e.value)
     return FitResult(
         epochs=epochs,
         best_epoch=best.epoch,
-        best_val_accuracy=best.val_accuracy,
+        best_value=best.value,
         train_time_s=sum(e.seconds for e in epochs),
     )
 

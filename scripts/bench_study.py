@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.cli import positive_int
+from autotune.storage import FAST_STORAGE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY_FILE = REPO / "studies" / "bench" / "fashion-mlp.toml"
@@ -157,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         measured = sorted((measure_overhead(tmp, args, f"overhead-{k}")
                            for k in range(args.overhead_runs)), key=lambda run: run["median_ms"])
         overhead = measured[(len(measured) - 1) // 2]  # the median run (the lower of two)
+        # the same run on Optuna's RDBStorage as it is: what the batched storage path is worth
+        os.environ[FAST_STORAGE_ENV] = "0"
+        try:
+            plain = measure_overhead(tmp, args, "overhead-plain-storage")
+        finally:
+            os.environ.pop(FAST_STORAGE_ENV)
         loads.append(os.getloadavg()[0])
         breakdown = profile_overhead(tmp, args) if args.profile else None
 
@@ -174,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{overhead['first_ms']:.0f} ms (one-time warm-up); excluded: training "
           f"{overhead['train_ms']:.1f} ms/trial and validation {overhead['val_ms']:.1f} "
           f"ms/trial ({overhead['median_with_val_ms']:.1f} ms median with validation)")
+    print(f"the same on the plain storage path ({FAST_STORAGE_ENV}=0, Optuna's RDBStorage "
+          f"with retries only; one run): {plain['median_ms']:.1f} ms median trial, "
+          f"{plain['median_ms'] / overhead['median_ms']:.1f}x the batched path's")
     if breakdown:
         print_breakdown(breakdown)
     return 0

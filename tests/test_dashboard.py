@@ -142,7 +142,7 @@ def test_dashboard_shows_the_study_its_trials_plots_note_and_artifacts_in_chromi
     assert curve.ok
     epochs = json.loads(curve.body())
     assert [e["epoch"] for e in epochs] == sorted(best.intermediate_values)
-    assert [e["val_accuracy"] for e in epochs] == list(best.intermediate_values.values())
+    assert [e["value"] for e in epochs] == list(best.intermediate_values.values())
 
     page.goto(f"{served.base}/dashboard/studies/{study_id}/note")
     page.get_by_text("Test accuracy", exact=False).first.wait_for()

@@ -48,7 +48,7 @@ def best_val_accuracy(spec: StudySpec, seed: int) -> float:
     cfg = space.to_config(spec, {}, seed=seed)
     model = build_model(cfg, splits.input_shape, splits.n_classes)
     return fit(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
-               cfg).best_val_accuracy
+               cfg).best_value
 
 
 def test_exported_toml_loads_with_every_searched_param_fixed_at_its_best_value(

@@ -352,3 +352,23 @@ def test_a_bad_setting_in_the_environment_is_refused_in_one_line_before_storage(
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: ${name} must be {wanted}, got {value!r}"
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # nothing was created
+
+
+def test_a_hinge_loss_study_scored_by_validation_loss_minimises_it(sqlite_url, tmp_path):
+    spec = write_study(tmp_path, FAST_STUDY.replace('dataset = "digits"',
+                                                    'dataset = "digits"\nloss = "hinge"\n'
+                                                    'metric = "val_loss"'), name="hinge")
+    result = run_cli("--study", str(spec), "--storage", sqlite_url)
+    assert result.returncode == 0, result.stderr
+    study = load(sqlite_url, "hinge")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.metric_names == ["val_loss"]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert complete and study.best_value == min(t.value for t in complete)
+    for trial in complete:  # a trial's value is its lowest epoch, as the curve shows
+        assert trial.value == min(trial.intermediate_values.values()) >= 0.0
+    assert f"best trial: #{study.best_trial.number} val_loss=" in result.stdout
+    test = study.user_attrs[TEST_RESULT_ATTR]
+    assert test["metric"] == "val_loss" and test["test_value"] >= 0.0
+    assert "test loss of best configuration: " in result.stdout
+    assert "val_loss=" in result.stderr  # each trial's line names the metric

@@ -6,12 +6,15 @@ import pytest
 from autotune.samplers import build_pruner, prune_reason
 
 
-def study_with_complete_trials(curves: list[list[float]]) -> optuna.Study:
+def study_with_complete_trials(curves: list[list[float]], direction: str = "maximize",
+                               metric: str = "val_accuracy") -> optuna.Study:
     """An in-memory study holding one complete trial per learning curve."""
-    study = optuna.create_study(direction="maximize")
+    study = optuna.create_study(direction=direction)
+    study.set_metric_names([metric])
+    pick = max if direction == "maximize" else min
     for curve in curves:
         study.add_trial(optuna.trial.create_trial(
-            value=max(curve), intermediate_values=dict(enumerate(curve, start=1))))
+            value=pick(curve), intermediate_values=dict(enumerate(curve, start=1))))
     return study
 
 
@@ -48,8 +51,16 @@ def test_median_patience_prunes_a_stalled_trial_below_the_median_but_not_an_impr
 def test_prune_reason_of_the_median_pruner_names_the_median_it_lost_to() -> None:
     study = study_with_complete_trials([[0.8, 0.9], [0.7, 0.85], [0.6, 0.8]])
     reason = prune_reason(study, "median", {"n_warmup_steps": 1}, [0.5, 0.55])
-    assert reason == ("pruned by median at epoch 2: val accuracy 0.5500 (best so far 0.5500); "
+    assert reason == ("pruned by median at epoch 2: val_accuracy 0.5500 (best so far 0.5500); "
                       "best so far < 0.8500, the median of 3 complete trials at this epoch")
+
+
+def test_prune_reason_of_a_minimising_study_compares_the_lowest_values() -> None:
+    study = study_with_complete_trials([[0.9, 0.3], [1.0, 0.4], [1.1, 0.5]],
+                                       direction="minimize", metric="val_loss")
+    reason = prune_reason(study, "median", {"n_warmup_steps": 1}, [0.8, 0.7])
+    assert reason == ("pruned by median at epoch 2: val_loss 0.7000 (best so far 0.7000); "
+                      "best so far > 0.4000, the median of 3 complete trials at this epoch")
 
 
 def test_prune_reason_of_a_percentile_pruner_names_its_percentile() -> None:
@@ -64,7 +75,7 @@ def test_prune_reason_of_a_percentile_pruner_names_its_percentile() -> None:
 def test_prune_reason_of_halving_pruners_names_the_rung_and_the_kept_share(
         name: str, options: dict[str, int], factor: int) -> None:
     reason = prune_reason(study_with_complete_trials([]), name, options, [0.7, 0.6, 0.65])
-    assert reason == (f"pruned by {name} at epoch 3: val accuracy 0.6500 (best so far "
+    assert reason == (f"pruned by {name} at epoch 3: val_accuracy 0.6500 (best so far "
                       f"0.7000); not in the top 1/{factor} of the trials that reached this "
                       "epoch (a rung)")
 
@@ -72,6 +83,6 @@ def test_prune_reason_of_halving_pruners_names_the_rung_and_the_kept_share(
 def test_prune_reason_with_patience_describes_the_plateau_first() -> None:
     study = study_with_complete_trials([[0.8, 0.85, 0.9, 0.92]])
     reason = prune_reason(study, "median", {"patience": 1}, [0.5, 0.7, 0.69, 0.68])
-    assert reason.startswith("pruned by median with patience 1 at epoch 4: val accuracy "
+    assert reason.startswith("pruned by median with patience 1 at epoch 4: val_accuracy "
                              "0.6800 (best so far 0.7000); no gain over 0 in the last 2 "
                              "epochs (0.7000 before, 0.6900 since); best so far < 0.9200")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from autotune.errors import SpecError
-from autotune.spec import SHIPPED_DIR, load_spec, shipped_names
+from autotune.spec import SHIPPED_DIR, load_spec, parse_spec, shipped_names
 
 MINIMAL = 'dataset = "digits"\n'
 
@@ -316,3 +316,27 @@ lr = { low = 1e-4, high = 0.1, log = true }
 optimizer = { choices = ["sgd", "adam"] }
 [[start_from]]
 """
+
+
+def test_loss_and_metric_default_to_cross_entropy_and_accuracy_and_stay_out_of_old_definitions():
+    spec = parse_spec({"dataset": "digits"}, path="s.toml")
+    assert (spec.loss, spec.metric) == ("cross_entropy", "val_accuracy")
+    assert "loss" not in spec.definition() and "metric" not in spec.definition()
+
+
+def test_a_hinge_loss_scored_by_validation_loss_is_part_of_the_definition():
+    spec = parse_spec({"dataset": "digits", "loss": "hinge", "metric": "val_loss"},
+                      path="s.toml")
+    assert (spec.loss, spec.metric) == ("hinge", "val_loss")
+    assert spec.definition()["loss"] == "hinge" and spec.definition()["metric"] == "val_loss"
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"loss": "mse"}, "s.toml: loss: unknown value 'mse'; allowed: cross_entropy, hinge"),
+    ({"metric": "val_r2"},
+     "s.toml: metric: unknown value 'val_r2'; allowed: val_accuracy, val_loss"),
+])
+def test_an_unknown_loss_or_metric_is_refused_naming_the_allowed(raw, message):
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"dataset": "digits", **raw}, path="s.toml")
+    assert str(caught.value) == message

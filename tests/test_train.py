@@ -139,7 +139,7 @@ def test_evaluate_returns_accuracy_and_restores_training_mode() -> None:
 def test_fit_learns_a_separable_problem_in_a_few_epochs(model: str) -> None:
     cfg = TrainConfig(model=model, optimizer="adam", lr=0.01, width=16, depth=1, max_epochs=4)
     result = fit_textures(cfg)
-    assert result.best_val_accuracy > 0.9
+    assert result.best_value > 0.9
     assert result.epochs[-1].train_loss < result.epochs[0].train_loss
 
 
@@ -188,7 +188,7 @@ def test_fit_gives_identical_results_for_the_same_config(model: str) -> None:
         model=model, width=8, depth=2, dropout=0.3, lr=0.05, momentum=0.9, max_epochs=3, seed=7
     )
     first, second = fit_textures(cfg), fit_textures(cfg)
-    assert [e.val_accuracy for e in first.epochs] == [e.val_accuracy for e in second.epochs]
+    assert [e.value for e in first.epochs] == [e.value for e in second.epochs]
     assert [e.train_loss for e in first.epochs] == [e.train_loss for e in second.epochs]
 
 
@@ -201,8 +201,8 @@ def test_fit_differs_for_another_seed() -> None:
 
 def test_fit_summary_is_consistent_with_its_epochs() -> None:
     result = fit_textures(TrainConfig(width=8, max_epochs=4))
-    accuracies = [e.val_accuracy for e in result.epochs]
-    assert result.best_val_accuracy == max(accuracies)
+    accuracies = [e.value for e in result.epochs]
+    assert result.best_value == max(accuracies)
     assert result.best_epoch == accuracies.index(max(accuracies)) + 1
     assert result.train_time_s == pytest.approx(sum(e.seconds for e in result.epochs))
     assert all(e.seconds > 0 and math.isfinite(e.train_loss) for e in result.epochs)
@@ -212,7 +212,7 @@ def test_fit_summary_is_consistent_with_its_epochs() -> None:
 def test_fit_best_epoch_is_the_first_on_ties() -> None:
     # a learning rate this small leaves every prediction, hence every accuracy, unchanged
     result = fit_textures(TrainConfig(width=8, lr=1e-30, max_epochs=3))
-    assert len({e.val_accuracy for e in result.epochs}) == 1
+    assert len({e.value for e in result.epochs}) == 1
     assert result.best_epoch == 1
 
 
@@ -295,7 +295,7 @@ def test_fit_resumed_from_a_checkpoint_matches_an_uninterrupted_fit() -> None:
     state = TrainState.from_dict(torch.load(io.BytesIO(saved[-1]), weights_only=True))
     assert state.epoch == 2
     resumed = fit(build_model(cfg, (1, 8, 8), 3), x, y, x, y, cfg, start=state)
-    assert [e.val_accuracy for e in resumed.epochs] == [e.val_accuracy for e in full.epochs]
+    assert [e.value for e in resumed.epochs] == [e.value for e in full.epochs]
     assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in full.epochs]
 
 
@@ -331,8 +331,8 @@ def test_fit_validates_on_the_first_val_subset_examples() -> None:
     cfg = TrainConfig(width=8, max_epochs=1, val_subset=7)
     model = build_model(cfg, (1, 8, 8), N_CLASSES)
     result = fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
-    assert result.epochs[0].val_accuracy == evaluate(model, X_VAL[:7], Y_VAL[:7])
-    assert result.epochs[0].val_accuracy * 7 == round(result.epochs[0].val_accuracy * 7)
+    assert result.epochs[0].value == evaluate(model, X_VAL[:7], Y_VAL[:7])
+    assert result.epochs[0].value * 7 == round(result.epochs[0].value * 7)
 
 
 def test_fit_augments_training_batches_only_as_configured() -> None:
@@ -414,7 +414,7 @@ def test_fit_in_bf16_runs_under_autocast_and_learns(model: str) -> None:
     result = fit(recorder, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
     assert recorder.dtypes == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in recorder.parameters())  # weights stay fp32
-    assert result.best_val_accuracy > 0.9
+    assert result.best_value > 0.9
 
 
 def test_fit_in_fp32_does_not_autocast() -> None:
@@ -563,7 +563,7 @@ def test_fit_with_onecycle_resumed_mid_run_matches_an_uninterrupted_fit() -> Non
     resumed = fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
                   start=states[-1])
     assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in full.epochs]
-    assert [e.val_accuracy for e in resumed.epochs] == [e.val_accuracy for e in full.epochs]
+    assert [e.value for e in resumed.epochs] == [e.value for e in full.epochs]
     assert [e.lr for e in resumed.epochs] == [e.lr for e in full.epochs]
 
 
@@ -573,8 +573,8 @@ def test_fit_n_epochs_stops_early_on_the_full_runs_schedule(schedule: str) -> No
     full = fit_textures(cfg)
     model = build_model(cfg, (1, 8, 8), N_CLASSES)
     first = fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg, n_epochs=2)
-    assert [(e.train_loss, e.val_accuracy, e.lr) for e in first.epochs] == [
-        (e.train_loss, e.val_accuracy, e.lr) for e in full.epochs[:2]]
+    assert [(e.train_loss, e.value, e.lr) for e in first.epochs] == [
+        (e.train_loss, e.value, e.lr) for e in full.epochs[:2]]
 
 
 def test_label_smoothing_changes_the_loss_to_the_smoothed_cross_entropy() -> None:
