@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from autotune.config import TrainConfig
 from autotune.errors import (
-                             AutotuneError,
-                             DataError,
-                             DefinitionMismatch,
-                             Diverged,
-                             SpecError,
-                             StorageError,
-                             UsageError,
+    AutotuneError,
+    DataError,
+    DefinitionMismatch,
+    Diverged,
+    SpecError,
+    StorageError,
+    UsageError,
+    UserCodeError,
 )
+from autotune.plugins import DataInfo
 
-__all__ = ["AutotuneError", "DataError", "DefinitionMismatch", "Diverged", "SpecError",
-           "StorageError", "TrainConfig", "UsageError"]
+__all__ = ["AutotuneError", "DataError", "DataInfo", "DefinitionMismatch", "Diverged",
+           "SpecError", "StorageError", "TrainConfig", "UsageError", "UserCodeError"]
 __version__ = "0.1.0"

@@ -68,8 +68,9 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule=}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model=}")
+        if self.model not in MODELS and ":" not in self.model:  # or the user's file.py:fn
+            raise ValueError(f"model must be one of {', '.join(MODELS)} or 'file.py:function', "
+                             f"got {self.model=}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr=}")
         for name in ("momentum", "beta1", "beta2", "dropout", "label_smoothing"):

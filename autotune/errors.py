@@ -29,3 +29,8 @@ class DataError(AutotuneError):
 
 class Diverged(AutotuneError):
     """Raised by training when the loss becomes NaN or infinite; fails that trial only."""
+
+
+class UserCodeError(AutotuneError):
+    """Raised when the user's own code (a model's build or forward) fails inside a trial;
+    fails that trial, with the traceback stored on it, not the study."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -15,10 +16,10 @@ import optuna
 import sqlalchemy
 import tomli_w
 
-from autotune import cli, storage, stored
+from autotune import cli, plugins, storage, stored
 from autotune.errors import SpecError, UsageError
 from autotune.spec import parse_spec
-from autotune.study import DEFINITION_ATTR, SPEC_TEXT_ATTR, metric_name
+from autotune.study import DEFINITION_ATTR, PROVENANCE_ATTR, SPEC_TEXT_ATTR, metric_name
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FORMATS = (".toml", ".json")
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         url = storage.resolve_url(args.storage)
         study = stored.load_existing(stored.open_existing(url), args.study, url)
         doc = best_study_file(study)
+        doc["model"] = model_reference(study, doc["model"], out.parent)
         text = to_toml(doc, header(study, out.with_suffix(".toml")))
         parse_spec(doc, path=str(out), text=text)  # what autotune.run will accept, or fail now
         if out.suffix == ".json":
@@ -102,6 +104,7 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
                        f"#{best.number}, {metric_name(study)} {best.value:.4f}",
         "dataset": definition["dataset"],
         "model": definition["model"],
+        **{key: definition[key] for key in ("loss", "metric") if key in definition},
         "seed": definition["seed"],
         "val_fraction": definition["val_fraction"],
         "split_seed": definition["split_seed"],
@@ -112,6 +115,17 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
         "pruner": {"name": "none"},
         "fixed": {**definition.get("fixed", {}), **best.params},
     }
+
+
+def model_reference(study: optuna.Study, model: str, out_dir: Path) -> str:
+    """The model as the exported file must name it: a user's `file.py:fn`, relative to the
+    study file it was declared in, rewritten relative to the folder the export goes to."""
+    path, _, function = plugins.resolve(model, Path("."))
+    if path is None:  # a built-in model, or an importable package.module:fn
+        return model
+    spec_path = study.user_attrs.get(PROVENANCE_ATTR, {}).get("spec_path") or "."
+    source = Path(spec_path).parent / model.rpartition(":")[0]
+    return f"{os.path.relpath(source.resolve(), out_dir.resolve())}:{function}"
 
 
 # Top-level study-file keys outside the stored definition, carried over as the file set them.

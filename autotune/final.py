@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from autotune import artifacts, space
+from autotune import artifacts, plugins, space
 from autotune.data import Splits
-from autotune.models import build_model
+from autotune.models import build_for
 from autotune.spec import StudySpec
 from autotune.study import TEST_RESULT_ATTR
 from autotune.train import evaluate, fit
@@ -48,9 +49,11 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
     x_train, y_train = splits.x_train, splits.y_train
     if spec.final_train == "train+val":
         x_train, y_train = torch.cat([x_train, splits.x_val]), torch.cat([y_train, splits.y_val])
-    model = build_model(cfg, splits.input_shape, splits.n_classes).to(device)
+    model = build_for(spec.model, Path(spec.path).parent, cfg,
+                      space.model_params(spec, best.params), splits.input_shape,
+                      splits.n_classes).to(device)
     fitted = fit(model, x_train, y_train, splits.x_val, splits.y_val, cfg, n_epochs=epochs,
-                 loss=spec.loss, metric=spec.metric)
+                 loss=spec.loss, metric=spec.metric, plain=plugins.is_reference(spec.model))
     result = {
         "trial": best.number,
         "test_accuracy": round(evaluate(model, splits.x_test, splits.y_test), 6),

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autotune import rng
+from autotune import plugins, rng
 from autotune.config import TrainConfig
 
 # (channels, height, width) of one input image, e.g. (1, 8, 8) for digits, (1, 28, 28) for MNIST
@@ -137,6 +139,23 @@ def build_model(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn
         raise ValueError(f"n_classes must be >= 2, got {n_classes=}")
     rng.seed(cfg.seed, torch.device("cpu"))  # built on the CPU
     return builder(cfg, input_shape, n_classes)
+
+
+def build_for(reference: str, base_dir: Path, cfg: TrainConfig, params: dict[str, Any],
+              input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """The model a study names: a built-in one (`build_model`), or the user's
+    `build(params, info)` from `reference` ("file.py:function", relative to `base_dir`),
+    called with every param and seeded like the built-ins. TypeError if it returns
+    anything but an nn.Module."""
+    if not plugins.is_reference(reference):
+        return build_model(cfg, input_shape, n_classes)  # type: ignore[arg-type]
+    build = plugins.load_function(reference, base_dir, "model")
+    rng.seed(cfg.seed, torch.device("cpu"))
+    model = build(dict(params), plugins.DataInfo(tuple(input_shape), n_classes))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model '{reference}' returned {type(model).__name__}, not a "
+                        "torch.nn.Module")
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -6,17 +6,19 @@ import math
 import os
 import socket
 import time
+import traceback
+from pathlib import Path
 
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from autotune import artifacts, batched, peak_memory, samplers, space
+from autotune import artifacts, batched, peak_memory, plugins, samplers, space
 from autotune.config import CHECKPOINT_EVERY_S
 from autotune.data import Splits
-from autotune.errors import Diverged
+from autotune.errors import Diverged, UserCodeError
 from autotune.loop import INTERRUPTED_ATTR
-from autotune.models import build_model, count_parameters
+from autotune.models import build_for, count_parameters
 from autotune.retry import RetryTrial
 from autotune.spec import StudySpec
 from autotune.train import EpochResult, TrainState, fit
@@ -44,8 +46,17 @@ class Objective:
         inherited_seed = trial.user_attrs.get("seed") if history else None
         seed = int(inherited_seed) if inherited_seed is not None else trial_seed(
             self.spec, trial.number)
-        cfg = space.suggest(trial, self.spec, seed=seed)
-        model = build_model(cfg, self.splits.input_shape, self.splits.n_classes)  # fit moves it
+        params = space.suggest_params(trial, self.spec)
+        cfg = space.to_config(self.spec, params, seed=seed)
+        user_code = plugins.is_reference(self.spec.model)
+        try:
+            model = build_for(self.spec.model, Path(self.spec.path).parent, cfg,
+                              space.model_params(self.spec, params), self.splits.input_shape,
+                              self.splits.n_classes)  # fit moves it
+        except Exception as exc:
+            if user_code:
+                raise user_code_failed(trial, exc) from exc
+            raise
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("n_parameters", count_parameters(model))
         trial.set_user_attr("device", str(self.device))
@@ -87,9 +98,15 @@ class Objective:
                          self.splits.y_val, cfg, on_epoch, start=start,
                          on_checkpoint=on_checkpoint,
                          checkpoint_every_s=self.checkpoint_every_s,
-                         loss=self.spec.loss, metric=self.spec.metric)
+                         loss=self.spec.loss, metric=self.spec.metric, plain=user_code)
         except Diverged as exc:
             trial.set_user_attr("fail_reason", str(exc))
+            raise
+        except (optuna.TrialPruned, UserCodeError):
+            raise
+        except Exception as exc:  # in the user's forward: this trial fails, the study goes on
+            if user_code:
+                raise user_code_failed(trial, exc) from exc
             raise
         except KeyboardInterrupt:
             # keep the checkpoint: the loop marks this trial interrupted, the next run requeues
@@ -119,6 +136,15 @@ class Objective:
             trial.set_user_attr("resumed_from", {"trial": dead, "epoch": state.epoch})
             return state
         return None
+
+
+def user_code_failed(trial: optuna.Trial, exc: Exception) -> UserCodeError:
+    """Store on the trial why the user's code failed (one line, and the traceback) and return
+    the error that fails this trial only."""
+    line = f"{type(exc).__name__} in your code: {exc}".splitlines()[0]
+    trial.set_user_attr("fail_reason", line)
+    trial.set_user_attr("traceback", "".join(traceback.format_exception(exc)))
+    return UserCodeError(line)
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import optuna
 import sqlalchemy.engine
@@ -28,13 +29,14 @@ from autotune import (
     idx_files,
     listing,
     loop,
+    plugins,
     samplers,
     storage,
     summary,
     workers,
 )
 from autotune.config import CHECKPOINT_ENV, CHECKPOINT_EVERY_S, DEVICES
-from autotune.errors import AutotuneError, Diverged, UsageError
+from autotune.errors import AutotuneError, Diverged, UsageError, UserCodeError
 from autotune.spec import (
     StudySpec,
     check_algorithms,
@@ -181,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             _log(f"warning: definition changed ({diff}); continuing because of --allow-changes")
     splits = load_splits(spec.dataset, data_dir=args.data_dir, val_fraction=spec.val_fraction,
                          split_seed=spec.split_seed, device=device, on_notice=_log)
+    if plugins.is_reference(spec.model) and args.worker_index is None:
+        check_user_model(spec, splits)  # before the study is created or changed
     if existing is None:
         artifact_dir = artifacts.resolve_dir(args.artifacts, url)
         storage.prepare_for_writes(store)  # every check passed: writes may change the file
@@ -223,6 +227,37 @@ def run(args: argparse.Namespace) -> int:
     write_study_note(study)  # the best trial at a glance on the dashboard's study page
     print("\n".join(summary.summary_lines(study, storage.mask(url), test)))
     return EXIT_FAILURE if stopped_early else EXIT_OK
+
+
+def check_user_model(spec: StudySpec, splits: Any) -> None:
+    """Build the user's model once with each searched param at its first value (choices[0],
+    else low) and run one batch of validation data through it: UsageError (exit 2) naming
+    the study file if it fails, returns no nn.Module, or gives outputs that do not fit the
+    data's classes."""
+    import torch
+
+    from autotune.models import build_for
+    from autotune.space import model_params, to_config
+
+    params = {p.name: p.choices[0] if p.choices is not None else p.low for p in spec.space}
+    where = f"{spec.path}: model '{spec.model}'"
+    try:
+        cfg = to_config(spec, params, seed=spec.seed)
+        model = build_for(spec.model, Path(spec.path).parent, cfg, model_params(spec, params),
+                          splits.input_shape, splits.n_classes).to(splits.x_val.device)
+        with torch.no_grad():
+            outputs = model.eval()(splits.x_val[:2])
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"{where} fails on a first batch: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    wanted = (len(splits.x_val[:2]), splits.n_classes)
+    if not isinstance(outputs, torch.Tensor) or tuple(outputs.shape) != wanted:
+        got = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
+        raise UsageError(f"{where} gives outputs of shape {got} for a batch of "
+                         f"{wanted[0]}; the loss '{spec.loss}' needs {wanted}: one output "
+                         f"per class ({splits.n_classes} classes)")
 
 
 def wait_for_definition(store: optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -361,7 +396,8 @@ def optimize(study: optuna.Study, spec: StudySpec, objective: Callable[[optuna.T
 
         loop.run_trials(study, budget.guard(objective, spec.n_trials),
                         stop=lambda: stop.stopped, timeout_s=spec.timeout_s,
-                        catch=(Diverged, budget.Surplus), callbacks=[log_trial, stop])
+                        catch=(Diverged, UserCodeError, budget.Surplus),
+                        callbacks=[log_trial, stop])
     if stop.failed_out:
         _log(f"{prefix}error: stopped after {stop.n_failed} failed trials in a row; the reasons "
              "are on the lines above and in each trial's fail_reason")

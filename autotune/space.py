@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from autotune.config import TrainConfig
+from autotune.config import TrainConfig, field_types
 from autotune.spec import ParamSpec, StudySpec
 
 # Hyperparameters that only mean something for some optimizers: sampled only for those, so
@@ -29,12 +29,17 @@ FIRST = ("model", "optimizer", "schedule")
 
 def suggest(trial: optuna.Trial, spec: StudySpec, seed: int) -> TrainConfig:
     """Sample one configuration for a trial and build its TrainConfig."""
+    return to_config(spec, suggest_params(trial, spec), seed=seed)
+
+
+def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Sample one value of every searched param that applies."""
     params: dict[str, Any] = {}
     ordered = sorted(spec.space, key=lambda p: p.name not in FIRST)
     for param in ordered:
         if applies(param.name, {**spec.fixed, **params}):
             params[param.name] = suggest_one(trial, param)
-    return to_config(spec, params, seed=seed)
+    return params
 
 
 def applies(name: str, chosen: Mapping[str, Any]) -> bool:
@@ -63,4 +68,10 @@ def to_config(spec: StudySpec, params: Mapping[str, Any], *, seed: int,
     """Combine the study's fixed settings with sampled params; also rebuilds a stored trial."""
     values = {"model": spec.model, "max_epochs": max_epochs or spec.max_epochs, **spec.fixed,
               **params, "seed": seed}
-    return TrainConfig(**values)
+    fields = field_types()  # the rest are params only a user's model knows (model_params)
+    return TrainConfig(**{k: v for k, v in values.items() if k in fields})
+
+
+def model_params(spec: StudySpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every param a user's `build(params, info)` receives: the fixed ones and the sampled."""
+    return {**spec.fixed, **params}

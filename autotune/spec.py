@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autotune import samplers
+from autotune import plugins, samplers
 from autotune.config import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, field_types
 from autotune.errors import SpecError
 from autotune.losses import (
@@ -98,6 +98,8 @@ class StudySpec:
                      for k, v in dataclasses.asdict(p).items() if k != "name" and v is not None}
             for p in self.space
         }
+        if plugins.is_reference(self.model):  # the code itself: a resume on changed code
+            out["model_code"] = plugins.code_hash(self.model, Path(self.path).parent)
         for key, default in (("loss", DEFAULT_LOSS), ("metric", DEFAULT_METRIC)):
             if getattr(self, key) != default:  # so studies stored before them still match
                 out[key] = getattr(self, key)
@@ -161,7 +163,7 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         name=v.study_name(raw, default_name),
         description=v.typed(raw, "description", str, ""),
         dataset=v.one_of(raw, "dataset", DATASETS, None),
-        model=v.one_of(raw, "model", MODELS, "mlp"),
+        model=v.model(raw),
         loss=v.one_of(raw, "loss", tuple(LOSSES), DEFAULT_LOSS),
         seed=v.typed(raw, "seed", int, 0),
         val_fraction=v.number(raw, "val_fraction", 0.1, low=0.0, high=1.0, open_=True) or 0.1,
@@ -220,6 +222,30 @@ class _Validator:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.user_model = False  # a user's model takes params of any name
+
+    def model(self, raw: dict[str, Any]) -> str:
+        value = raw.get("model", "mlp")
+        if isinstance(value, str) and plugins.is_reference(value):
+            plugins.load_function(value, Path(self.path).parent, f"{self.path}: model")
+            self.user_model = True
+            return value
+        return self.one_of(raw, "model", MODELS, "mlp")
+
+    def user_param_type(self, key: str, entry: Any) -> type:
+        """The type of a parameter only the user's model knows, from its values."""
+        values = entry.get("choices") if isinstance(entry, dict) and "choices" in entry else (
+            [entry.get("low"), entry.get("high")] if isinstance(entry, dict) else [entry])
+        values = values if isinstance(values, list) else [values]
+        for kind in (bool, str):
+            if values and all(isinstance(v, kind) for v in values):
+                return kind
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return int
+        if values and all(isinstance(v, int | float) and not isinstance(v, bool)
+                          for v in values):
+            return float
+        raise self.fail(key, f"values must be numbers, strings or booleans, got {entry!r}")
 
     def fail(self, key: str, message: str) -> SpecError:
         return SpecError(f"{self.path}: {key}: {message}")
@@ -300,6 +326,11 @@ class _Validator:
         settable = sorted(set(types) - NOT_SEARCHABLE)
         out: dict[str, Any] = {}
         for key in table:
+            if key not in settable and self.user_model:  # a param of the user's model
+                out[key] = self.typed(table, key, self.user_param_type(f"fixed.{key}",
+                                                                        table[key]), None,
+                                      "fixed.")
+                continue
             if key not in settable:
                 raise self.fail(f"fixed.{key}", f"unknown key; allowed: {', '.join(settable)}")
             out[key] = self.typed(table, key, types[key], None, "fixed.")
@@ -313,14 +344,16 @@ class _Validator:
         params = []
         for name, entry in table.items():
             key = f"space.{name}"
-            if name not in settable:
-                raise self.fail(key, f"unknown hyperparameter; allowed: {', '.join(settable)}")
+            if name not in settable and not self.user_model:
+                raise self.fail(key, f"unknown hyperparameter; allowed: {', '.join(settable)} "
+                                "(or any name, for your own model = 'file.py:function')")
             if name in fixed:
                 raise self.fail(key, "is also set in [fixed]; keep it in one of the two")
             if not isinstance(entry, dict):
                 raise self.fail(key, f"must be a table with low/high or choices, got {entry!r}")
             self.keys(entry, PARAM_KEYS, key + ".")
-            params.append(self.param(name, entry, types[name]))
+            kind = types[name] if name in types else self.user_param_type(key, entry)
+            params.append(self.param(name, entry, kind))
         return tuple(params)
 
     def start_from(self, raw: dict[str, Any], space: tuple[ParamSpec, ...]
@@ -343,9 +376,9 @@ class _Validator:
                     if value not in param.choices or type(value) is not type(param.choices[0]):
                         raise self.fail(key, f"must be one of {list(param.choices)}, "
                                         f"got {value!r}")
-                elif not _is_type(value, types[name]) or not (
+                elif not _is_type(value, kind := types.get(name) or type(param.low)) or not (
                         param.low <= value <= param.high):  # type: ignore[operator]
-                    raise self.fail(key, f"must be {_type_name(types[name])} in "
+                    raise self.fail(key, f"must be {_type_name(kind)} in "
                                     f"[{param.low}, {param.high}], got {value!r}")
         return tuple(dict(e) for e in entries)
 
@@ -411,7 +444,10 @@ class _Validator:
                         "is another symbol; allowed: false (flips suit fashion-mnist)")
 
     def check_value(self, key: str, name: str, value: Any) -> None:
-        """Let TrainConfig judge one value (e.g. momentum must stay below 1)."""
+        """Let TrainConfig judge one value (e.g. momentum must stay below 1); a param only the
+        user's model knows is the model's to judge."""
+        if name not in field_types():
+            return
         try:
             TrainConfig(**{name: value})
         except ValueError as exc:

@@ -141,7 +141,7 @@ def provenance(spec: StudySpec) -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
         "git_commit": git_commit(),
-        "spec_path": spec.path,
+        "spec_path": str(Path(spec.path).resolve()) if spec.path else spec.path,
         "command": sys.argv,
     }
 

@@ -289,6 +289,7 @@ def fit(
     n_epochs: int | None = None,
     loss: str = DEFAULT_LOSS,
     metric: str = DEFAULT_METRIC,
+    plain: bool = False,
 ) -> FitResult:
     """Train `model` for `cfg.max_epochs` epochs on tensors already on one device.
 
@@ -306,7 +307,9 @@ def fit(
     stops after that many of the `cfg.max_epochs` epochs, whose length the LR schedule
     keeps: the model a trial had after `n_epochs`. `loss` and `metric` name what it trains
     with and what each epoch's `value` is (`autotune.losses`); the best epoch is the first
-    with the highest value, or the lowest for a metric that is minimised.
+    with the highest value, or the lowest for a metric that is minimised. `plain` trains
+    on torch as documented (autograd, `model(x)`, `optimizer.step()`), without the
+    hand-written steps some built-in models get: a user's model always is.
     """
     if len(x_train) == 0 or len(x_train) != len(y_train):
         raise ValueError(
@@ -325,12 +328,12 @@ def fit(
     # the MLP's backward written out, without autograd's bookkeeping (CPU, float32); None
     # for other models, which take the autograd step through `forward`: compiled if asked,
     # else on the CPU in float32 with faster steps for some runs of layers (cpu_forward)
-    written_out = mlp_step(model, cfg) if (loss, metric) == (DEFAULT_LOSS, DEFAULT_METRIC) \
-        else None
+    written_out = mlp_step(model, cfg) if not plain and (loss, metric) == (
+        DEFAULT_LOSS, DEFAULT_METRIC) else None
     compute_loss = LOSSES[loss].compute
     if cfg.compile:
         forward = compile_model(model, cfg)
-    elif written_out is None and cfg.precision == "fp32":
+    elif written_out is None and cfg.precision == "fp32" and not plain:
         forward = cpu_forward(model)
     else:
         forward = model
@@ -343,7 +346,7 @@ def fit(
     n_batches = n_batches_per_epoch(len(x_train), cfg)
     epochs = restore(start, model, optimizer, scheduler, shuffle) if start else []
     # optimizer.step(), but straight to the fused kernel after the first step
-    optimizer_step = fused_step(optimizer)
+    optimizer_step = optimizer.step if plain else fused_step(optimizer)
 
     last_epoch = cfg.max_epochs if n_epochs is None else min(n_epochs, cfg.max_epochs)
     last_checkpoint_s = time.monotonic()

@@ -1,0 +1,88 @@
+"""The seams a user's own code plugs into: a function named by an import path.
+
+A reference is `path/to/file.py:function` (relative to the study file) or
+`package.module:function` (importable). Every worker imports it the same way, by that path,
+so the user's code reaches every process; the file's hash goes into the study's definition,
+so a resume on changed code is refused like any other changed setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autotune.errors import SpecError
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a user's `build(params, info)` needs to know about the data."""
+
+    input_shape: tuple[int, ...]  # one example's shape, e.g. (1, 28, 28) or (64,)
+    n_outputs: int  # classes (outputs the model must give per example)
+
+
+def is_reference(value: str) -> bool:
+    """Whether a study-file value names user code (`file.py:fn`, `pkg.mod:fn`)."""
+    return ":" in value
+
+
+def resolve(reference: str, base_dir: Path) -> tuple[Path | None, str, str]:
+    """(file or None, module name, function name) of a reference."""
+    target, _, function = reference.rpartition(":")
+    if target.endswith(".py"):
+        path = (base_dir / target).resolve()
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        return path, f"autotune_user_{path.stem}_{digest}", function
+    return None, target, function
+
+
+def load_function(reference: str, base_dir: Path, where: str) -> Callable[..., Any]:
+    """The function a reference names; SpecError (one line, naming `where`: the study file
+    and key) when the file, the module or the function is missing or fails to import."""
+    path, module_name, function = resolve(reference, base_dir)
+    if not function or not module_name:
+        raise SpecError(f"{where}: '{reference}' must be 'file.py:function' or "
+                        "'package.module:function'")
+    try:
+        if path is not None:
+            if not path.is_file():
+                raise SpecError(f"{where}: file '{path}' does not exist")
+            module = sys.modules.get(module_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module  # pickling, dataclasses need it there
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[module_name]
+                    raise
+        else:
+            module = importlib.import_module(module_name)
+    except SpecError:
+        raise
+    except Exception as exc:
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        raise SpecError(f"{where}: importing '{reference}' failed: {type(exc).__name__}: "
+                        f"{exc} ({Path(last.filename).name}, line {last.lineno})") from None
+    found = getattr(module, function, None)
+    if not callable(found):
+        raise SpecError(f"{where}: '{path or module_name}' has no function '{function}'")
+    return found  # type: ignore[no-any-return]
+
+
+def code_hash(reference: str, base_dir: Path) -> str | None:
+    """sha256 of the file a `file.py:fn` reference names (None for an importable module)."""
+    path, _, _ = resolve(reference, base_dir)
+    if path is None or not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
