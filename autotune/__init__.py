@@ -13,8 +13,8 @@ from autotune.errors import (
     UsageError,
     UserCodeError,
 )
-from autotune.plugins import DataInfo
+from autotune.plugins import Data, DataInfo
 
-__all__ = ["AutotuneError", "DataError", "DataInfo", "DefinitionMismatch", "Diverged",
+__all__ = ["AutotuneError", "Data", "DataError", "DataInfo", "DefinitionMismatch", "Diverged",
            "SpecError", "StorageError", "TrainConfig", "UsageError", "UserCodeError"]
 __version__ = "0.1.0"

@@ -14,12 +14,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from autotune import idx_files
+from autotune import idx_files, plugins
 from autotune.config import DATASETS
 from autotune.errors import DataError, UsageError
 
@@ -38,16 +38,15 @@ class Splits:
     y_train: torch.Tensor  # (N,) int64 class indices in [0, n_classes)
     x_val: torch.Tensor  # carved from the official training data, disjoint from x_train
     y_val: torch.Tensor
-    x_test: torch.Tensor  # the official test set (or a fixed held-out part), never mixed in
-    y_test: torch.Tensor
+    x_test: torch.Tensor | None  # the official test set (or a fixed held-out part), never
+    y_test: torch.Tensor | None  # mixed in; None where a user's data has no test split
     n_classes: int
     source: str  # where the data came from, e.g. "debian:/usr/share/datasets/fashion-mnist"
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
-        c, h, w = self.x_train.shape[1:]
-        return (c, h, w)
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example: (C, H, W) of an image, (F,) of a row of features."""
+        return tuple(self.x_train.shape[1:])
 
     def to(self, device: str | torch.device) -> Splits:
         """Return a Splits with every tensor on `device` (tensors already there are not copied)."""
@@ -89,12 +88,20 @@ def load_splits(
     split_seed: int,
     device: str | torch.device = "cpu",
     on_notice: Callable[[str], None] = _print_to_stderr,
+    base_dir: Path | None = None,
 ) -> Splits:
     """Load dataset `name` once per process and return its splits on `device`.
 
     data_dir None means $AUTOTUNE_DATA_DIR, else ~/.cache/autotune/data. The same arguments
     return the same Splits object; on_notice hears about fallbacks (once per new Splits).
     """
+    if plugins.is_reference(name):
+        key_user = (name, str(base_dir), float(val_fraction), int(split_seed),
+                    str(torch.device(device)))
+        if key_user not in _SPLITS_CACHE:
+            _SPLITS_CACHE[key_user] = user_splits(name, base_dir or Path("."), data_dir,
+                                                  val_fraction, split_seed).to(device)
+        return _SPLITS_CACHE[key_user]
     if name not in _REGISTRY:
         raise UsageError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     if not 0.0 < val_fraction < 1.0:
@@ -110,6 +117,58 @@ def load_splits(
 
 
 _SPLITS_CACHE: dict[tuple[str, str, float, int, str], Splits] = {}
+
+
+def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
+                val_fraction: float, split_seed: int) -> Splits:
+    """The splits of a user's `load(data_dir) -> autotune.Data`; UsageError (exit 2) naming
+    the function when what it returns does not hold (inputs, class indices) tensor pairs."""
+    load = plugins.load_function(reference, base_dir, "dataset")
+    where = f"dataset '{reference}'"
+    try:
+        data = load(str(idx_files.resolve_data_dir(data_dir)))
+    except Exception as exc:
+        raise UsageError(f"{where} failed: {type(exc).__name__}: {exc}".splitlines()[0]
+                         ) from None
+    if not isinstance(data, plugins.Data):
+        raise UsageError(f"{where} returned {type(data).__name__}, not autotune.Data")
+    pairs = {name: _pair(where, name, getattr(data, name))
+             for name in ("train", "val", "test") if getattr(data, name) is not None}
+    x_train, y_train = pairs["train"]
+    if "val" in pairs:
+        x_val, y_val = pairs["val"]
+    else:
+        n_val = round(val_fraction * len(y_train))
+        if not 0 < n_val < len(y_train):
+            raise UsageError(f"{where}: val_fraction {val_fraction} leaves {n_val} of "
+                             f"{len(y_train)} training examples for validation")
+        (x_train, y_train), (x_val, y_val) = _carve(x_train, y_train, n_val, split_seed)
+    x_test, y_test = pairs.get("test", (None, None))
+    shapes = {name: tuple(x.shape[1:]) for name, (x, _) in pairs.items()}
+    if len(set(shapes.values())) > 1:
+        raise UsageError(f"{where}: examples differ in shape between splits: {shapes}")
+    n_classes = int(max(int(y.max()) for _, y in pairs.values())) + 1
+    if n_classes < 2:
+        raise UsageError(f"{where}: the labels name {n_classes} class; need at least 2")
+    digest = plugins.code_hash(reference, base_dir)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, n_classes=n_classes,
+                  source=f"{reference}" + (f" (sha256 {digest[:16]})" if digest else ""))
+
+
+def _pair(where: str, name: str, pair: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs as float32, labels as int64) from a user's pair; UsageError if it is not one."""
+    if not (isinstance(pair, tuple | list) and len(pair) == 2
+            and all(isinstance(t, torch.Tensor) for t in pair)):
+        raise UsageError(f"{where}: Data.{name} must be a pair of tensors (inputs, labels), "
+                         f"got {type(pair).__name__}")
+    x, y = pair
+    if len(x) == 0 or len(x) != len(y):
+        raise UsageError(f"{where}: Data.{name} needs as many labels as inputs, and at least "
+                         f"one; got {len(x)} inputs and {len(y)} labels")
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.dim() != 1 or int(y.min()) < 0:
+        raise UsageError(f"{where}: Data.{name} labels must be class indices (N,) of an "
+                         f"integer type, >= 0; got {y.dtype} of shape {tuple(y.shape)}")
+    return x.float().contiguous(), y.long().contiguous()
 
 
 @functools.cache

@@ -38,8 +38,8 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
     study; with a `store`, the final weights are uploaded to it as a study artifact.
     """
     best = best_trial(study)
-    if best is None:
-        return None
+    if best is None or splits.x_test is None or splits.y_test is None:
+        return None  # nothing finished yet, or a user's data without a test split
     stored = study.user_attrs.get(TEST_RESULT_ATTR)
     if stored and stored.get("trial") == best.number and \
             stored.get("train_on", "train") == spec.final_train:

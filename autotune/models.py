@@ -8,6 +8,7 @@ RNG state is reset as a side effect).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ InputShape = tuple[int, int, int]
 def build_mlp(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn.Module:
     """Flatten → `depth` × (Linear(width) → ReLU [→ Dropout]) → Linear(n_classes)."""
     layers: list[nn.Module] = [nn.Flatten()]
-    in_features = input_shape[0] * input_shape[1] * input_shape[2]
+    in_features = math.prod(input_shape)  # (C, H, W) images, or (F,) rows of features
     for _ in range(cfg.depth):
         layers += [nn.Linear(in_features, cfg.width), nn.ReLU()]
         if cfg.dropout > 0:
@@ -148,6 +149,9 @@ def build_for(reference: str, base_dir: Path, cfg: TrainConfig, params: dict[str
     called with every param and seeded like the built-ins. TypeError if it returns
     anything but an nn.Module."""
     if not plugins.is_reference(reference):
+        if reference == "cnn" and len(input_shape) != 3:
+            raise ValueError(f"model 'cnn' needs images (C, H, W); the data's examples have "
+                             f"shape {tuple(input_shape)}: use model 'mlp' or your own")
         return build_model(cfg, input_shape, n_classes)  # type: ignore[arg-type]
     build = plugins.load_function(reference, base_dir, "model")
     rng.seed(cfg.seed, torch.device("cpu"))

@@ -29,6 +29,20 @@ class DataInfo:
     n_outputs: int  # classes (outputs the model must give per example)
 
 
+@dataclass(frozen=True)
+class Data:
+    """What a user's `load(data_dir)` returns: (inputs, class indices) tensor pairs.
+
+    `val` None carves the study's `val_fraction` out of `train` (seeded by `split_seed`);
+    `test` None skips the final test evaluation. Inputs are used as given (normalise them
+    in `load`); every example must have the same shape.
+    """
+
+    train: tuple[Any, Any]
+    val: tuple[Any, Any] | None = None
+    test: tuple[Any, Any] | None = None
+
+
 def is_reference(value: str) -> bool:
     """Whether a study-file value names user code (`file.py:fn`, `pkg.mod:fn`)."""
     return ":" in value

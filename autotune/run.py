@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     spec = apply_flags(load_spec(args.study), args)
     checkpoint_every_s = checkpoint_every(args.checkpoint_every)
     check_environment()  # a bad setting is refused before storage is touched
-    if "autotune.data" not in sys.modules:  # a forked worker has the data already
+    # a forked worker has the data already; a user's data set is read by its own code
+    if "autotune.data" not in sys.modules and not plugins.is_reference(spec.dataset):
         # the data's files decompress on another core while torch loads (~0.25 s saved)
         idx_files.read_ahead(spec.dataset, args.data_dir)
     url = storage.resolve_url(args.storage)
@@ -182,8 +183,10 @@ def run(args: argparse.Namespace) -> int:
         for diff in check_definition(existing, spec, allow_changes=args.allow_changes):
             _log(f"warning: definition changed ({diff}); continuing because of --allow-changes")
     splits = load_splits(spec.dataset, data_dir=args.data_dir, val_fraction=spec.val_fraction,
-                         split_seed=spec.split_seed, device=device, on_notice=_log)
-    if plugins.is_reference(spec.model) and args.worker_index is None:
+                         split_seed=spec.split_seed, device=device, on_notice=_log,
+                         base_dir=Path(spec.path).parent)
+    if args.worker_index is None and (plugins.is_reference(spec.model)
+                                      or plugins.is_reference(spec.dataset)):
         check_user_model(spec, splits)  # before the study is created or changed
     if existing is None:
         artifact_dir = artifacts.resolve_dir(args.artifacts, url)

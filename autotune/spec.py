@@ -98,8 +98,10 @@ class StudySpec:
                      for k, v in dataclasses.asdict(p).items() if k != "name" and v is not None}
             for p in self.space
         }
-        if plugins.is_reference(self.model):  # the code itself: a resume on changed code
-            out["model_code"] = plugins.code_hash(self.model, Path(self.path).parent)
+        for key in ("model", "dataset"):  # the code itself: a resume on changed code
+            if plugins.is_reference(getattr(self, key)):
+                out[f"{key}_code"] = plugins.code_hash(getattr(self, key),
+                                                       Path(self.path).parent)
         for key, default in (("loss", DEFAULT_LOSS), ("metric", DEFAULT_METRIC)):
             if getattr(self, key) != default:  # so studies stored before them still match
                 out[key] = getattr(self, key)
@@ -162,7 +164,7 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
     spec = StudySpec(
         name=v.study_name(raw, default_name),
         description=v.typed(raw, "description", str, ""),
-        dataset=v.one_of(raw, "dataset", DATASETS, None),
+        dataset=v.dataset(raw),
         model=v.model(raw),
         loss=v.one_of(raw, "loss", tuple(LOSSES), DEFAULT_LOSS),
         seed=v.typed(raw, "seed", int, 0),
@@ -223,6 +225,13 @@ class _Validator:
     def __init__(self, path: str) -> None:
         self.path = path
         self.user_model = False  # a user's model takes params of any name
+
+    def dataset(self, raw: dict[str, Any]) -> str:
+        value = raw.get("dataset")
+        if isinstance(value, str) and plugins.is_reference(value):
+            plugins.load_function(value, Path(self.path).parent, f"{self.path}: dataset")
+            return value
+        return self.one_of(raw, "dataset", DATASETS, None)
 
     def model(self, raw: dict[str, Any]) -> str:
         value = raw.get("model", "mlp")

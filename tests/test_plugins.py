@@ -175,3 +175,94 @@ def test_the_own_model_example_runs_as_the_readme_says(tmp_path):
                  f"sqlite:///{tmp_path / 'example.db'}", "--n-trials", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "study own-model: 3 finished trials" in result.stdout
+
+
+DATA = '''
+import torch
+import autotune
+
+
+def load(data_dir):
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[2.0, 0.0, 0.0, 1.0], [0.0, 2.0, 0.0, -1.0], [0.0, 0.0, 2.0, 0.0]])
+    y = torch.randint(0, 3, (600,), generator=g)
+    x = centers[y] + 0.8 * torch.randn(600, 4, generator=g)
+    return autotune.Data(train=(x[:450], y[:450]), test=(x[450:], y[450:]))
+
+
+def no_test(data_dir):
+    data = load(data_dir)
+    return autotune.Data(train=data.train, val=data.test)
+
+
+def floats(data_dir):
+    return autotune.Data(train=(torch.zeros(10, 4), torch.zeros(10)))
+
+
+def nothing(data_dir):
+    return [1, 2, 3]
+'''
+
+TABLE_STUDY = '''
+name = "table"
+dataset = "code/data.py:load"
+model = "MODEL"
+[budget]
+n_trials = 3
+max_epochs = 3
+[pruner]
+name = "none"
+[fixed]
+width = 16
+depth = 1
+[space]
+lr = { low = 1e-3, high = 1e-1, log = true }
+'''
+
+
+@pytest.mark.parametrize("model", ["mlp", "code/model.py:build"])
+def test_a_user_data_set_of_feature_rows_trains_a_built_in_or_a_user_model(tmp_path, model):
+    extra = "" if model == "mlp" else "hidden = 16\nscale = 1\n"  # params of build()
+    study_file = write_user_study(tmp_path, TABLE_STUDY.replace("MODEL", model).replace(
+        "depth = 1\n", "depth = 1\n" + extra))
+    (tmp_path / "code" / "data.py").write_text(DATA)
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    result = run("--study", str(study_file), "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="table", storage=url)
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3
+    assert study.best_value > 0.6  # three separable clusters
+    assert study.user_attrs["autotune:definition"]["dataset_code"]
+    assert "code/data.py:load (sha256 " in study.user_attrs["autotune:data_source"]
+    assert "test accuracy of best configuration" in result.stdout  # on the 150 test rows
+    assert "evaluated once on 150 test examples" in result.stdout
+
+
+def test_a_user_data_set_without_a_test_split_skips_the_test_evaluation(tmp_path):
+    study_file = write_user_study(tmp_path, TABLE_STUDY.replace("MODEL", "mlp").replace(
+        "data.py:load", "data.py:no_test"))
+    (tmp_path / "code" / "data.py").write_text(DATA)
+    result = run("--study", str(study_file), "--storage", f"sqlite:///{tmp_path / 't.db'}",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" not in result.stdout and "best trial: #" in result.stdout
+
+
+@pytest.mark.parametrize(("function", "message"), [
+    ("floats", "labels must be class indices (N,) of an integer type"),
+    ("nothing", "returned list, not autotune.Data"),
+    ("missing", "has no function 'missing'"),
+])
+def test_a_bad_user_data_set_is_refused_in_one_line(tmp_path, function, message):
+    study_file = write_user_study(tmp_path, TABLE_STUDY.replace("MODEL", "mlp").replace(
+        "data.py:load", f"data.py:{function}"))
+    (tmp_path / "code" / "data.py").write_text(DATA)
+    url = f"sqlite:///{tmp_path / 'kept.db'}"
+    optuna.create_study(study_name="other", storage=url)
+    optuna.storages.RDBStorage(url).engine.dispose()
+    before = file_hashes(url)
+    result = run("--study", str(study_file), "--storage", url, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert file_hashes(url) == before
