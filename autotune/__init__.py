@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from autotune.api import tune
 from autotune.config import TrainConfig
 from autotune.errors import (
     AutotuneError,
@@ -16,5 +17,5 @@ from autotune.errors import (
 from autotune.plugins import Data, DataInfo
 
 __all__ = ["AutotuneError", "Data", "DataError", "DataInfo", "DefinitionMismatch", "Diverged",
-           "SpecError", "StorageError", "TrainConfig", "UsageError", "UserCodeError"]
+           "SpecError", "StorageError", "TrainConfig", "UsageError", "UserCodeError", "tune"]
 __version__ = "0.1.0"

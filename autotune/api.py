@@ -1,0 +1,110 @@
+"""`autotune.tune(...)`: a search from Python, with a study file or with your functions.
+
+The same search `python -m autotune.run` runs (that command is the same entry): stored
+definition, resume, workers, heartbeats, checkpoints and reports all work alike.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import tomli_w
+
+from autotune import storage as storage_urls
+from autotune.errors import AutotuneError, UsageError
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+STUDY_FILES_DIR = Path(tempfile.gettempdir()) / "autotune-studies"  # files tune() writes
+
+
+def tune(study: str | Path | None = None, *, name: str | None = None,
+         model: str | Callable[..., Any] | None = None,
+         data: str | Callable[..., Any] | None = None, loss: str | None = None,
+         metric: str | None = None, space: dict[str, dict[str, Any]] | None = None,
+         fixed: dict[str, Any] | None = None, n_trials: int | None = None,
+         max_epochs: int | None = None, storage: str | None = None, workers: int = 1,
+         seed: int | None = None, sampler: str | None = None, pruner: str | None = None,
+         device: str = "auto", data_dir: str | None = None,
+         allow_changes: bool = False) -> optuna.Study:
+    """Run (or resume) a search and return its `optuna.Study`.
+
+    Either `study`, a study file's path or a shipped study's name, or the study itself:
+    `name`, `data` and `model` (built-in names, "file.py:function" references, or
+    module-level functions, which every worker imports by their file), plus `loss`,
+    `metric`, `space`, `fixed`. `n_trials`, `max_epochs`, `seed`, `sampler` and `pruner`
+    override either, as the command's flags do. Raises UsageError for bad input (nothing
+    stored is changed) and AutotuneError when the run fails.
+    """
+    rename = name if study is not None else None  # a study file's own name, overridden
+    if study is None:
+        study = write_study_file(name=name, model=model, data=data, loss=loss, metric=metric,
+                                 space=space, fixed=fixed, seed=seed)
+    elif any(v is not None for v in (model, data, loss, metric, space, fixed)):
+        raise UsageError("tune(): give a study file, or model/data/loss/metric/space/fixed, "
+                         "not both")
+    argv = ["--study", str(study), "--workers", str(workers), "--device", device]
+    for flag, value in (("--storage", storage), ("--n-trials", n_trials),
+                        ("--max-epochs", max_epochs), ("--seed", seed),
+                        ("--sampler", sampler), ("--pruner", pruner),
+                        ("--data-dir", data_dir),
+                        ("--study-name", rename)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if allow_changes:
+        argv.append("--allow-changes")
+    from autotune import run
+
+    code = run.main(argv)
+    if code == EXIT_USAGE:
+        raise UsageError("tune(): refused; the reason is on the line above")
+    if code != EXIT_OK:
+        raise AutotuneError(f"tune(): the search ended with exit code {code}; see above")
+    from autotune.spec import load_spec
+
+    study_name = name or load_spec(str(study)).name
+    return optuna.load_study(study_name=study_name, storage=storage_urls.resolve_url(storage))
+
+
+def reference(value: str | Callable[..., Any], what: str) -> str:
+    """A built-in name or "file.py:function" as given, or the reference of a module-level
+    function (its file, absolute, and its name); UsageError for one no worker could import."""
+    if isinstance(value, str):
+        return value
+    if not callable(value):
+        raise UsageError(f"tune(): {what} must be a name, 'file.py:function' or a function, "
+                         f"got {type(value).__name__}")
+    qualname = getattr(value, "__qualname__", "")
+    source = inspect.getsourcefile(value) if inspect.isfunction(value) else None
+    if not re.fullmatch(r"[A-Za-z_]\w*", qualname) or source is None:
+        raise UsageError(f"tune(): {what} {qualname or value!r} is a lambda, a nested "
+                         "function or a method: workers import it by its file and name, so "
+                         "move it to the module's top level")
+    return f"{Path(source).resolve()}:{qualname}"
+
+
+def write_study_file(*, name: str | None, model: Any, data: Any, loss: str | None,
+                     metric: str | None, space: dict[str, Any] | None,
+                     fixed: dict[str, Any] | None, seed: int | None) -> Path:
+    """The study a tune() call declares, as a study file every worker can read."""
+    if not name or data is None:
+        raise UsageError("tune(): give a study file, or at least name= and data= (and model=, "
+                         "default 'mlp')")
+    doc: dict[str, Any] = {"name": name, "dataset": reference(data, "data"),
+                           "model": reference(model or "mlp", "model")}
+    doc.update({k: v for k, v in (("loss", loss), ("metric", metric), ("seed", seed))
+                if v is not None})
+    if fixed:
+        doc["fixed"] = fixed
+    if space:
+        doc["space"] = space
+    STUDY_FILES_DIR.mkdir(parents=True, exist_ok=True)
+    path = STUDY_FILES_DIR / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.toml"
+    path.write_text("# written by autotune.tune()\n" + tomli_w.dumps(doc), encoding="utf-8")
+    return path
