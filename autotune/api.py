@@ -19,8 +19,6 @@ import tomli_w
 from autotune import storage as storage_urls
 from autotune.errors import AutotuneError, UsageError
 
-EXIT_OK = 0
-EXIT_USAGE = 2
 STUDY_FILES_DIR = Path(tempfile.gettempdir()) / "autotune-studies"  # files tune() writes
 
 
@@ -62,9 +60,9 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
     from autotune import run
 
     code = run.main(argv)
-    if code == EXIT_USAGE:
+    if code == run.EXIT_USAGE:
         raise UsageError("tune(): refused; the reason is on the line above")
-    if code != EXIT_OK:
+    if code != run.EXIT_OK:
         raise AutotuneError(f"tune(): the search ended with exit code {code}; see above")
     from autotune.spec import load_spec
 

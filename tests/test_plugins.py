@@ -79,6 +79,22 @@ def run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=timeout)
 
 
+def refused_with_storage_untouched(study_file: Path, tmp_path: Path) -> str:
+    """Run a study that must be refused against a storage holding another study: exit 2,
+    one line on stderr (returned), and the storage's files byte for byte as they were."""
+    url = f"sqlite:///{tmp_path / 'kept.db'}"
+    store = optuna.storages.RDBStorage(url)
+    optuna.create_study(study_name="other", storage=store)
+    store.engine.dispose()  # no connection of this process keeps -wal/-shm open
+    before = file_hashes(url)
+    result = run("--study", str(study_file), "--storage", url, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert file_hashes(url) == before
+    return lines[0]
+
+
 def test_a_user_model_trains_on_two_workers_resumes_and_its_errors_fail_only_trials(tmp_path):
     study_file = write_user_study(tmp_path / "project")
     elsewhere = tmp_path / "elsewhere"  # the run starts from another working directory
@@ -138,15 +154,8 @@ def test_bad_user_code_is_refused_in_one_line_with_storage_untouched(
         tmp_path, model_line, code, message):
     study_file = write_user_study(
         tmp_path, STUDY.replace('model = "code/model.py:build"', model_line), code)
-    url = f"sqlite:///{tmp_path / 'kept.db'}"
-    optuna.create_study(study_name="other", storage=url)
-    optuna.storages.RDBStorage(url).engine.dispose()
-    before = file_hashes(url)
-    result = run("--study", str(study_file), "--storage", url, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and str(study_file) in lines[0], lines
-    assert file_hashes(url) == before
+    line = refused_with_storage_untouched(study_file, tmp_path)
+    assert message in line and str(study_file) in line
 
 
 def test_an_exported_user_study_names_its_model_from_the_new_folder_and_retrains(tmp_path):
@@ -257,12 +266,4 @@ def test_a_bad_user_data_set_is_refused_in_one_line(tmp_path, function, message)
     study_file = write_user_study(tmp_path, TABLE_STUDY.replace("MODEL", "mlp").replace(
         "data.py:load", f"data.py:{function}"))
     (tmp_path / "code" / "data.py").write_text(DATA)
-    url = f"sqlite:///{tmp_path / 'kept.db'}"
-    optuna.create_study(study_name="other", storage=url)
-    optuna.storages.RDBStorage(url).engine.dispose()
-    before = file_hashes(url)
-    result = run("--study", str(study_file), "--storage", url, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines
-    assert file_hashes(url) == before
+    assert message in refused_with_storage_untouched(study_file, tmp_path)
