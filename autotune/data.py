@@ -35,12 +35,13 @@ class Splits:
     """Train / validation / test tensors of one dataset, normalised with train-split statistics."""
 
     x_train: torch.Tensor  # (N, C, H, W) float32, normalised with TRAIN-split mean/std
-    y_train: torch.Tensor  # (N,) int64 class indices in [0, n_classes)
+    y_train: torch.Tensor  # (N,) int64 class indices in [0, n_outputs), or (N, K) float
+                           # targets of a regression
     x_val: torch.Tensor  # carved from the official training data, disjoint from x_train
     y_val: torch.Tensor
     x_test: torch.Tensor | None  # the official test set (or a fixed held-out part), never
     y_test: torch.Tensor | None  # mixed in; None where a user's data has no test split
-    n_classes: int
+    n_outputs: int  # classes, or regression targets per example: the model's output width
     source: str  # where the data came from, e.g. "debian:/usr/share/datasets/fashion-mnist"
 
     @property
@@ -89,6 +90,7 @@ def load_splits(
     device: str | torch.device = "cpu",
     on_notice: Callable[[str], None] = _print_to_stderr,
     base_dir: Path | None = None,
+    task: str = "classification",
 ) -> Splits:
     """Load dataset `name` once per process and return its splits on `device`.
 
@@ -97,10 +99,10 @@ def load_splits(
     """
     if plugins.is_reference(name):
         key_user = (name, str(base_dir), float(val_fraction), int(split_seed),
-                    str(torch.device(device)))
+                    str(torch.device(device)), task)
         if key_user not in _SPLITS_CACHE:
             _SPLITS_CACHE[key_user] = user_splits(name, base_dir or Path("."), data_dir,
-                                                  val_fraction, split_seed).to(device)
+                                                  val_fraction, split_seed, task).to(device)
         return _SPLITS_CACHE[key_user]
     if name not in _REGISTRY:
         raise UsageError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
@@ -116,13 +118,15 @@ def load_splits(
     return _SPLITS_CACHE[key]
 
 
-_SPLITS_CACHE: dict[tuple[str, str, float, int, str], Splits] = {}
+_SPLITS_CACHE: dict[tuple[Any, ...], Splits] = {}
 
 
 def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
-                val_fraction: float, split_seed: int) -> Splits:
+                val_fraction: float, split_seed: int, task: str = "classification") -> Splits:
     """The splits of a user's `load(data_dir) -> autotune.Data`; UsageError (exit 2) naming
-    the function when what it returns does not hold (inputs, class indices) tensor pairs."""
+    the function when what it returns does not hold (inputs, targets) tensor pairs: class
+    indices for a classification `task`, numbers (N,) or (N, K) for a regression, kept as
+    float (N, K)."""
     load = plugins.load_function(reference, base_dir, "dataset")
     where = f"dataset '{reference}'"
     try:
@@ -132,7 +136,7 @@ def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
                          ) from None
     if not isinstance(data, plugins.Data):
         raise UsageError(f"{where} returned {type(data).__name__}, not autotune.Data")
-    pairs = {name: _pair(where, name, getattr(data, name))
+    pairs = {name: _pair(where, name, getattr(data, name), task)
              for name in ("train", "val", "test") if getattr(data, name) is not None}
     x_train, y_train = pairs["train"]
     if "val" in pairs:
@@ -147,16 +151,24 @@ def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
     shapes = {name: tuple(x.shape[1:]) for name, (x, _) in pairs.items()}
     if len(set(shapes.values())) > 1:
         raise UsageError(f"{where}: examples differ in shape between splits: {shapes}")
-    n_classes = int(max(int(y.max()) for _, y in pairs.values())) + 1
-    if n_classes < 2:
-        raise UsageError(f"{where}: the labels name {n_classes} class; need at least 2")
+    if task == "regression":
+        widths = {name: y.shape[1] for name, (_, y) in pairs.items()}
+        if len(set(widths.values())) > 1:
+            raise UsageError(f"{where}: targets per example differ between splits: {widths}")
+        n_outputs = y_train.shape[1]
+    else:
+        n_outputs = int(max(int(y.max()) for _, y in pairs.values())) + 1
+        if n_outputs < 2:
+            raise UsageError(f"{where}: the labels name {n_outputs} class; need at least 2")
     digest = plugins.code_hash(reference, base_dir)
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, n_classes=n_classes,
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, n_outputs=n_outputs,
                   source=f"{reference}" + (f" (sha256 {digest[:16]})" if digest else ""))
 
 
-def _pair(where: str, name: str, pair: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs as float32, labels as int64) from a user's pair; UsageError if it is not one."""
+def _pair(where: str, name: str, pair: Any, task: str = "classification"
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs as float32, labels as int64 or regression targets as float32 (N, K)) from a
+    user's pair; UsageError if it is not one."""
     if not (isinstance(pair, tuple | list) and len(pair) == 2
             and all(isinstance(t, torch.Tensor) for t in pair)):
         raise UsageError(f"{where}: Data.{name} must be a pair of tensors (inputs, labels), "
@@ -165,9 +177,18 @@ def _pair(where: str, name: str, pair: Any) -> tuple[torch.Tensor, torch.Tensor]
     if len(x) == 0 or len(x) != len(y):
         raise UsageError(f"{where}: Data.{name} needs as many labels as inputs, and at least "
                          f"one; got {len(x)} inputs and {len(y)} labels")
+    if task == "regression":
+        if y.dtype == torch.bool or y.dtype.is_complex or y.dim() not in (1, 2):
+            raise UsageError(f"{where}: Data.{name} targets of a regression must be numbers "
+                             f"(N,) or (N, K); got {y.dtype} of shape {tuple(y.shape)}")
+        y = y.float().reshape(len(y), -1)
+        if not bool(torch.isfinite(y).all()):
+            raise UsageError(f"{where}: Data.{name} targets hold NaN or infinite values")
+        return x.float().contiguous(), y.contiguous()
     if y.dtype.is_floating_point or y.dtype == torch.bool or y.dim() != 1 or int(y.min()) < 0:
         raise UsageError(f"{where}: Data.{name} labels must be class indices (N,) of an "
-                         f"integer type, >= 0; got {y.dtype} of shape {tuple(y.shape)}")
+                         f"integer type, >= 0; got {y.dtype} of shape {tuple(y.shape)} (a "
+                         "regression needs a regression loss: mse, l1, smooth_l1, huber)")
     return x.float().contiguous(), y.long().contiguous()
 
 
@@ -222,7 +243,7 @@ def _make_splits(raw: _Raw, val_fraction: float, split_seed: int) -> Splits:
         y_val,
         x_test,
         raw.y_test.clone(),
-        n_classes=_N_CLASSES,
+        n_outputs=_N_CLASSES,
         source=raw.source,
     )
 

@@ -12,6 +12,7 @@ from optuna.artifacts import FileSystemArtifactStore
 
 from autotune import artifacts, plugins, space
 from autotune.data import Splits
+from autotune.losses import task
 from autotune.models import build_for
 from autotune.spec import StudySpec
 from autotune.study import TEST_RESULT_ATTR
@@ -51,12 +52,11 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
         x_train, y_train = torch.cat([x_train, splits.x_val]), torch.cat([y_train, splits.y_val])
     model = build_for(spec.model, Path(spec.path).parent, cfg,
                       space.model_params(spec, best.params), splits.input_shape,
-                      splits.n_classes).to(device)
+                      splits.n_outputs).to(device)
     fitted = fit(model, x_train, y_train, splits.x_val, splits.y_val, cfg, n_epochs=epochs,
                  loss=spec.loss, metric=spec.metric, plain=plugins.is_reference(spec.model))
     result = {
         "trial": best.number,
-        "test_accuracy": round(evaluate(model, splits.x_test, splits.y_test), 6),
         "metric": spec.metric,
         # the study's metric on the test split (test_loss for val_loss, ...)
         "test_value": round(evaluate(model, splits.x_test, splits.y_test, loss=spec.loss,
@@ -71,6 +71,8 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
         "n_test": int(splits.y_test.shape[0]),
         "config": dataclasses.asdict(cfg),
     }
+    if task(spec.loss) == "classification":
+        result["test_accuracy"] = round(evaluate(model, splits.x_test, splits.y_test), 6)
     if store is not None:
         result["weights_artifact_id"] = artifacts.upload_study_weights(
             store, study, model.state_dict())

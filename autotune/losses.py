@@ -1,12 +1,14 @@
 """The loss a trial trains with and the validation metric it is scored by, by name.
 
-The study's direction follows the metric: losses are minimised, accuracy maximised. A new
-loss or metric is one entry here; `fit` takes both by name.
+Two tasks: classification (targets are class indices (N,), the model gives one output per
+class) and regression (targets are floats (N, K), the model gives K outputs). The study's
+direction follows the metric: losses and errors are minimised, accuracy and R² maximised.
+A new loss or metric is one entry here; `fit` takes both by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -16,11 +18,15 @@ if TYPE_CHECKING:  # torch loads only when a trial trains: study files validate 
 
 @dataclass(frozen=True)
 class Loss:
-    """A training loss: (model outputs (N, K), class indices (N,), label smoothing) -> scalar."""
+    """A training loss: (model outputs (N, K), targets, label smoothing) -> scalar.
+
+    Targets are class indices (N,) for a classification loss, floats (N, K) for a
+    regression loss (outputs of any shape with N * K elements are taken as (N, K)).
+    """
 
     name: str
     compute: Callable[[Tensor, Tensor, float], Tensor]
-    task: str  # "classification": targets are class indices
+    task: str  # "classification" or "regression"
 
 
 @dataclass(frozen=True)
@@ -49,20 +55,44 @@ def _hinge(outputs: Tensor, labels: Tensor, label_smoothing: float) -> Tensor:
     return F.multi_margin_loss(outputs, labels)
 
 
+def _regression(name: str) -> Callable[[Tensor, Tensor, float], Tensor]:
+    def compute(outputs: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+        import torch.nn.functional as F
+
+        # a model giving (N,) or (N, 1, 1) for one target is fine: same elements, same order
+        outputs = outputs.reshape(targets.shape)
+        if name == "mse":
+            return F.mse_loss(outputs, targets)
+        if name == "l1":
+            return F.l1_loss(outputs, targets)
+        if name == "smooth_l1":
+            return F.smooth_l1_loss(outputs, targets)
+        return F.huber_loss(outputs, targets)
+
+    return compute
+
+
+TASKS = ("classification", "regression")
 LOSSES = {
     "cross_entropy": Loss("cross_entropy", _cross_entropy, "classification"),
     "hinge": Loss("hinge", _hinge, "classification"),
+    **{name: Loss(name, _regression(name), "regression")
+       for name in ("mse", "l1", "smooth_l1", "huber")},
 }
 METRICS = {
     "val_accuracy": Metric("val_accuracy", maximize=True, tasks=("classification",)),
-    "val_loss": Metric("val_loss", maximize=False, tasks=("classification",)),
+    "val_loss": Metric("val_loss", maximize=False, tasks=TASKS),  # the training loss, on val
+    "val_rmse": Metric("val_rmse", maximize=False, tasks=("regression",)),
+    "val_mae": Metric("val_mae", maximize=False, tasks=("regression",)),
+    "val_r2": Metric("val_r2", maximize=True, tasks=("regression",)),  # mean over targets
 }
 DEFAULT_LOSS = "cross_entropy"
 DEFAULT_METRIC = "val_accuracy"
 
 
 def default_metric(loss: str) -> str:
-    """The metric a study scores by when its file names none: accuracy for classifiers."""
+    """The metric a study scores by when its file names none: accuracy for classifiers,
+    the loss itself for regression."""
     return DEFAULT_METRIC if LOSSES[loss].task == "classification" else "val_loss"
 
 
@@ -76,23 +106,46 @@ def check_pair(loss: str, metric: str) -> str | None:
     return None
 
 
+def task(loss: str) -> str:
+    """"classification" or "regression": what targets a loss trains on."""
+    return LOSSES[loss].task
+
+
 def evaluate(forward: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, loss: str, metric: str,
              label_smoothing: float = 0.0, batch_size: int = 1024) -> float:
     """`metric` of `forward` on (x, y), without gradients (the caller sets eval mode)."""
     import torch
 
-    if metric == "val_accuracy":
-        n_correct = torch.zeros((), dtype=torch.long, device=y.device)
+    def outputs() -> Iterator[tuple[Tensor, Tensor]]:
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
-                outputs = forward(x[start: start + batch_size])
-                n_correct += (outputs.argmax(dim=1) == y[start: start + batch_size]).sum()
+                yield forward(x[start: start + batch_size]), y[start: start + batch_size]
+
+    if metric == "val_accuracy":
+        n_correct = torch.zeros((), dtype=torch.long, device=y.device)
+        for out, part in outputs():
+            n_correct += (out.argmax(dim=1) == part).sum()
         return n_correct.item() / len(x)
-    total = torch.zeros((), dtype=torch.float64, device=y.device)
-    compute = LOSSES[loss].compute
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            part = y[start: start + batch_size]
-            batch_loss = compute(forward(x[start: start + batch_size]), part, label_smoothing)
-            total += batch_loss.double() * len(part)
-    return total.item() / len(x)
+    if metric == "val_loss":
+        total = torch.zeros((), dtype=torch.float64, device=y.device)
+        compute = LOSSES[loss].compute
+        for out, part in outputs():
+            total += compute(out, part, label_smoothing).double() * len(part)
+        return total.item() / len(x)
+    # regression metrics, from sums over the split (float64: no drift over many batches)
+    width = y[0].numel()
+    sq, ab = (torch.zeros(width, dtype=torch.float64, device=y.device) for _ in range(2))
+    for out, part in outputs():
+        error = out.reshape(part.shape).double() - part.double()
+        sq += (error ** 2).reshape(len(part), -1).sum(0)
+        ab += error.abs().reshape(len(part), -1).sum(0)
+    if metric == "val_rmse":
+        return float((sq.sum() / (len(x) * width)).sqrt().item())
+    if metric == "val_mae":
+        return float((ab.sum() / (len(x) * width)).item())
+    targets = y.double().reshape(len(y), -1)
+    total_sq = ((targets - targets.mean(0)) ** 2).sum(0)
+    # a constant target has no variance to explain: R² is 1 if predicted exactly, else 0
+    r2 = torch.where(total_sq > 0, 1 - sq / total_sq.clamp_min(1e-300),
+                     (sq == 0).double())
+    return float(r2.mean().item())

@@ -136,14 +136,14 @@ def build_model(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn
     if builder is None:
         available = ", ".join(sorted(MODEL_BUILDERS))
         raise ValueError(f"unknown model {cfg.model!r}; available: {available}")
-    if n_classes < 2:
-        raise ValueError(f"n_classes must be >= 2, got {n_classes=}")
+    if n_classes < 1:
+        raise ValueError(f"n_classes (outputs) must be >= 1, got {n_classes=}")
     rng.seed(cfg.seed, torch.device("cpu"))  # built on the CPU
     return builder(cfg, input_shape, n_classes)
 
 
 def build_for(reference: str, base_dir: Path, cfg: TrainConfig, params: dict[str, Any],
-              input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+              input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
     """The model a study names: a built-in one (`build_model`), or the user's
     `build(params, info)` from `reference` ("file.py:function", relative to `base_dir`),
     called with every param and seeded like the built-ins. TypeError if it returns
@@ -152,10 +152,10 @@ def build_for(reference: str, base_dir: Path, cfg: TrainConfig, params: dict[str
         if reference == "cnn" and len(input_shape) != 3:
             raise ValueError(f"model 'cnn' needs images (C, H, W); the data's examples have "
                              f"shape {tuple(input_shape)}: use model 'mlp' or your own")
-        return build_model(cfg, input_shape, n_classes)  # type: ignore[arg-type]
+        return build_model(cfg, input_shape, n_outputs)  # type: ignore[arg-type]
     build = plugins.load_function(reference, base_dir, "model")
     rng.seed(cfg.seed, torch.device("cpu"))
-    model = build(dict(params), plugins.DataInfo(tuple(input_shape), n_classes))
+    model = build(dict(params), plugins.DataInfo(tuple(input_shape), n_outputs))
     if not isinstance(model, nn.Module):
         raise TypeError(f"model '{reference}' returned {type(model).__name__}, not a "
                         "torch.nn.Module")

@@ -62,11 +62,16 @@ def study_note(study: optuna.Study) -> str:
         if test and test.get("trial") == best.number:
             on = (f" on {test['train_on']} ({test['n_train']} examples)"
                   if "train_on" in test else "")
-            lines += [f"**Test accuracy: {test['test_accuracy']:.4f}** (configuration retrained "
+            if "test_accuracy" in test:
+                shown = f"Test accuracy: {test['test_accuracy']:.4f}"
+            else:  # a regression: the study's own metric on the test split
+                name = str(test.get("metric", "val_loss")).removeprefix("val_")
+                shown = f"Test {name}: {test['test_value']:.4f}"
+            lines += [f"**{shown}** (configuration retrained "
                       f"{test['epochs']} epochs{on}, evaluated once on {test['n_test']} test "
                       "examples)", ""]
         else:
-            lines += ["Test accuracy: not evaluated yet for this trial.", ""]
+            lines += ["Test result: not evaluated yet for this trial.", ""]
         lines += ["| param | value |", "|---|---|"]
         lines += [f"| {name} | {format_value(value)} |" for name, value in best.params.items()]
         lines.append("")

@@ -52,7 +52,7 @@ class Objective:
         try:
             model = build_for(self.spec.model, Path(self.spec.path).parent, cfg,
                               space.model_params(self.spec, params), self.splits.input_shape,
-                              self.splits.n_classes)  # fit moves it
+                              self.splits.n_outputs)  # fit moves it
         except Exception as exc:
             if user_code:
                 raise user_code_failed(trial, exc) from exc

@@ -26,12 +26,15 @@ class DataInfo:
     """What a user's `build(params, info)` needs to know about the data."""
 
     input_shape: tuple[int, ...]  # one example's shape, e.g. (1, 28, 28) or (64,)
-    n_outputs: int  # classes (outputs the model must give per example)
+    n_outputs: int  # outputs the model must give per example: classes, or regression targets
 
 
 @dataclass(frozen=True)
 class Data:
-    """What a user's `load(data_dir)` returns: (inputs, class indices) tensor pairs.
+    """What a user's `load(data_dir)` returns: (inputs, targets) tensor pairs.
+
+    Targets are class indices (N,) for a classification loss, numbers (N,) or (N, K) for a
+    regression loss (mse, l1, smooth_l1, huber).
 
     `val` None carves the study's `val_fraction` out of `train` (seeded by `split_seed`);
     `test` None skips the final test evaluation. Inputs are used as given (normalise them

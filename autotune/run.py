@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import functools
 import hashlib
+import math
 import os
 import signal
 import socket
@@ -37,6 +38,7 @@ from autotune import (
 )
 from autotune.config import CHECKPOINT_ENV, CHECKPOINT_EVERY_S, DEVICES
 from autotune.errors import AutotuneError, Diverged, UsageError, UserCodeError
+from autotune.losses import task
 from autotune.spec import (
     StudySpec,
     check_algorithms,
@@ -184,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             _log(f"warning: definition changed ({diff}); continuing because of --allow-changes")
     splits = load_splits(spec.dataset, data_dir=args.data_dir, val_fraction=spec.val_fraction,
                          split_seed=spec.split_seed, device=device, on_notice=_log,
-                         base_dir=Path(spec.path).parent)
+                         base_dir=Path(spec.path).parent, task=task(spec.loss))
     if args.worker_index is None and (plugins.is_reference(spec.model)
                                       or plugins.is_reference(spec.dataset)):
         check_user_model(spec, splits)  # before the study is created or changed
@@ -247,7 +249,7 @@ def check_user_model(spec: StudySpec, splits: Any) -> None:
     try:
         cfg = to_config(spec, params, seed=spec.seed)
         model = build_for(spec.model, Path(spec.path).parent, cfg, model_params(spec, params),
-                          splits.input_shape, splits.n_classes).to(splits.x_val.device)
+                          splits.input_shape, splits.n_outputs).to(splits.x_val.device)
         with torch.no_grad():
             outputs = model.eval()(splits.x_val[:2])
     except UsageError:
@@ -255,12 +257,17 @@ def check_user_model(spec: StudySpec, splits: Any) -> None:
     except Exception as exc:
         raise UsageError(f"{where} fails on a first batch: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    wanted = (len(splits.x_val[:2]), splits.n_classes)
-    if not isinstance(outputs, torch.Tensor) or tuple(outputs.shape) != wanted:
+    wanted = (len(splits.x_val[:2]), splits.n_outputs)
+    regression = task(spec.loss) == "regression"
+    fits = isinstance(outputs, torch.Tensor) and (
+        outputs.numel() == math.prod(wanted) and len(outputs) == wanted[0] if regression
+        else tuple(outputs.shape) == wanted)
+    if not fits:
         got = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
+        per = (f"one per target ({splits.n_outputs} per example)" if regression
+               else f"one output per class ({splits.n_outputs} classes)")
         raise UsageError(f"{where} gives outputs of shape {got} for a batch of "
-                         f"{wanted[0]}; the loss '{spec.loss}' needs {wanted}: one output "
-                         f"per class ({splits.n_classes} classes)")
+                         f"{wanted[0]}; the loss '{spec.loss}' needs {wanted}: {per}")
 
 
 def wait_for_definition(store: optuna.storages.BaseStorage, name: str) -> optuna.Study:

@@ -20,6 +20,7 @@ from autotune.losses import (
     METRICS,
     check_pair,
     default_metric,
+    task,
 )
 
 # Shipped study files live beside the package; $AUTOTUNE_STUDIES_DIR adds another place.
@@ -183,6 +184,10 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
     if mismatch:
         raise v.fail("metric", mismatch)
     spec = dataclasses.replace(spec, metric=metric)
+    if task(spec.loss) == "regression" and not plugins.is_reference(spec.dataset):
+        raise v.fail("loss", f"'{spec.loss}' is a regression loss and the built-in dataset "
+                     f"'{spec.dataset}' has class labels; use cross_entropy or hinge, or "
+                     "your own dataset (dataset = \"data.py:load\")")
     sampler, sampler_options = v.algorithm(raw, "sampler", samplers.SAMPLERS, "tpe")
     pruner, pruner_options = v.algorithm(raw, "pruner", samplers.PRUNERS, "median")
     fixed = v.fixed(raw)

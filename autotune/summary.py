@@ -70,12 +70,16 @@ def summary_lines(study: optuna.Study, storage_url: str, test: dict[str, Any] | 
         lines.append("best trial: none yet (no trial has completed)")
     if test:
         metric = test.get("metric", METRIC_NAME)
+        how = (f"(trial #{test['trial']} retrained {test['epochs']} epochs on "
+               f"{test.get('train_on', 'train')}, evaluated once on {test['n_test']} "
+               "test examples)")
         if metric != METRIC_NAME and test.get("test_value") is not None:
+            # a regression has no accuracy: its metric's line says how it was measured
             lines.append(f"test {metric.removeprefix('val_')} of best configuration: "
-                         f"{test['test_value']:.4f}")
-        lines.append(f"test accuracy of best configuration: {test['test_accuracy']:.4f} "
-                     f"(trial #{test['trial']} retrained {test['epochs']} epochs on "
-                     f"{test.get('train_on', 'train')}, evaluated once on {test['n_test']} "
-                     "test examples)")
+                         f"{test['test_value']:.4f}" + ("" if "test_accuracy" in test
+                                                        else f" {how}"))
+        if "test_accuracy" in test:
+            lines.append(f"test accuracy of best configuration: {test['test_accuracy']:.4f} "
+                         + how)
     lines.append(f"storage: {storage_url}")
     return lines

@@ -190,7 +190,7 @@ def autotune_side(autograd: bool):  # type: ignore[no-untyped-def]
 
     def measure(name: str, n_batches: int) -> float:
         cfg = config(name, n_batches)
-        model = build_model(cfg, splits.input_shape, splits.n_classes)
+        model = build_model(cfg, splits.input_shape, splits.n_outputs)
         if autograd:
             model = AutogradStep(*model)
         result = fit(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg)

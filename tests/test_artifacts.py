@@ -189,7 +189,7 @@ def test_trials_store_their_best_epochs_weights_as_the_study_file_says(
     study_spec = spec.load_spec(str(study_file))
     cfg = space.to_config(study_spec, best.params, seed=best.user_attrs["seed"])
     splits = data.load_splits("digits", data_dir=None, val_fraction=0.2, split_seed=0)
-    model = build_model(cfg, splits.input_shape, splits.n_classes)
+    model = build_model(cfg, splits.input_shape, splits.n_outputs)
     model.load_state_dict(safetensors.torch.load_file(tmp_path / "art" / meta.artifact_id))
     assert evaluate(model, splits.x_val, splits.y_val) == best.value
 

@@ -66,7 +66,7 @@ def assert_well_formed(splits: Splits, image_hw: tuple[int, int]) -> None:
         assert x.dtype == torch.float32 and y.dtype == torch.int64
         assert x.shape == (len(y), 1, *image_hw)
         assert x.device.type == "cpu" and y.device.type == "cpu"
-        assert 0 <= int(y.min()) and int(y.max()) < splits.n_classes
+        assert 0 <= int(y.min()) and int(y.max()) < splits.n_outputs
     assert splits.input_shape == (1, *image_hw)
     assert abs(float(splits.x_train.mean())) < 1e-4
     assert abs(float(splits.x_train.std()) - 1) < 1e-4
@@ -81,7 +81,7 @@ def rows(*xs: torch.Tensor) -> np.ndarray:
 
 def test_digits_splits_have_expected_sizes_dtypes_and_normalisation():
     splits = load("digits", val_fraction=0.2)
-    assert splits.source == "sklearn-digits" and splits.n_classes == 10
+    assert splits.source == "sklearn-digits" and splits.n_outputs == 10
     assert (len(splits.y_test), len(splits.y_val), len(splits.y_train)) == (359, 288, 1150)
     assert_well_formed(splits, (8, 8))
 

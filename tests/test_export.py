@@ -46,7 +46,7 @@ def best_val_accuracy(spec: StudySpec, seed: int) -> float:
     splits = load_splits(spec.dataset, data_dir=None, val_fraction=spec.val_fraction,
                          split_seed=spec.split_seed, device=torch.device("cpu"))
     cfg = space.to_config(spec, {}, seed=seed)
-    model = build_model(cfg, splits.input_shape, splits.n_classes)
+    model = build_model(cfg, splits.input_shape, splits.n_outputs)
     return fit(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val,
                cfg).best_value
 

@@ -72,7 +72,7 @@ def dataloader_accuracy(cfg: TrainConfig, root: Path) -> float:
 
 def fast_path_accuracy(cfg: TrainConfig) -> float:
     splits = load_splits("fashion-mnist", data_dir=None, val_fraction=0.1, split_seed=0)
-    model = build_model(cfg, splits.input_shape, splits.n_classes)
+    model = build_model(cfg, splits.input_shape, splits.n_outputs)
     fit(model, splits.x_train, splits.y_train, splits.x_val[:N_EVAL], splits.y_val[:N_EVAL],
         cfg)
     return evaluate(model, splits.x_test[:N_EVAL], splits.y_test[:N_EVAL])

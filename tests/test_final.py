@@ -72,7 +72,7 @@ def test_final_retrain_on_train_and_val_stores_both_scores_and_uploads_the_weigh
     path = tmp_path / "final.safetensors"
     optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path),
                                        artifact_id=meta.artifact_id)
-    model = build_model(study_config(result), splits.input_shape, splits.n_classes)
+    model = build_model(study_config(result), splits.input_shape, splits.n_outputs)
     model.load_state_dict(safetensors.torch.load_file(str(path)))
     with torch.no_grad():
         correct = (model.eval()(splits.x_test).argmax(1) == splits.y_test).float().mean().item()

@@ -32,7 +32,7 @@ def test_study_note_names_the_best_trial_and_where_its_final_model_was_trained()
 
 def test_study_note_says_when_the_test_set_has_not_been_used_yet() -> None:
     note = study_note(study_with_best_trial())
-    assert "Test accuracy: not evaluated yet for this trial." in note
+    assert "Test result: not evaluated yet for this trial." in note
 
 
 def test_the_note_is_written_without_importing_the_dashboard_app(tmp_path) -> None:

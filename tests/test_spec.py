@@ -332,9 +332,12 @@ def test_a_hinge_loss_scored_by_validation_loss_is_part_of_the_definition():
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"loss": "mse"}, "s.toml: loss: unknown value 'mse'; allowed: cross_entropy, hinge"),
-    ({"metric": "val_r2"},
-     "s.toml: metric: unknown value 'val_r2'; allowed: val_accuracy, val_loss"),
+    ({"loss": "mae"}, "s.toml: loss: unknown value 'mae'; allowed: cross_entropy, hinge, mse, "
+                      "l1, smooth_l1, huber"),
+    ({"metric": "val_f1"}, "s.toml: metric: unknown value 'val_f1'; allowed: val_accuracy, "
+                           "val_loss, val_rmse, val_mae, val_r2"),
+    ({"metric": "val_r2"}, "s.toml: metric: metric 'val_r2' does not fit classification loss "
+                           "'cross_entropy'; allowed: val_accuracy, val_loss"),
 ])
 def test_an_unknown_loss_or_metric_is_refused_naming_the_allowed(raw, message):
     with pytest.raises(SpecError) as caught:
