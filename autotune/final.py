@@ -10,7 +10,7 @@ import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 
-from autotune import artifacts, plugins, space
+from autotune import artifacts, plugins, space, streams
 from autotune.data import Splits
 from autotune.losses import task
 from autotune.models import build_for
@@ -39,7 +39,7 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
     study; with a `store`, the final weights are uploaded to it as a study artifact.
     """
     best = best_trial(study)
-    if best is None or splits.x_test is None or splits.y_test is None:
+    if best is None or splits.x_test is None:
         return None  # nothing finished yet, or a user's data without a test split
     stored = study.user_attrs.get(TEST_RESULT_ATTR)
     if stored and stored.get("trial") == best.number and \
@@ -49,7 +49,7 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
     cfg = space.to_config(spec, best.params, seed=int(best.user_attrs["seed"]))
     x_train, y_train = splits.x_train, splits.y_train
     if spec.final_train == "train+val":
-        x_train, y_train = torch.cat([x_train, splits.x_val]), torch.cat([y_train, splits.y_val])
+        x_train, y_train = streams.concat(x_train, y_train, splits.x_val, splits.y_val)
     model = build_for(spec.model, Path(spec.path).parent, cfg,
                       space.model_params(spec, best.params), splits.input_shape,
                       splits.n_outputs).to(device)
@@ -65,10 +65,10 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
         "val_accuracy_retrained": (round(fitted.epochs[-1].value, 6)
                                    if spec.final_train == "train" else None),
         "train_on": spec.final_train,
-        "n_train": len(y_train),
+        "n_train": len(x_train),
         "epochs": epochs,
         "train_time_s": round(fitted.train_time_s, 3),
-        "n_test": int(splits.y_test.shape[0]),
+        "n_test": len(splits.x_test),
         "config": dataclasses.asdict(cfg),
     }
     if task(spec.loss) == "classification":

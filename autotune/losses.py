@@ -8,7 +8,7 @@ A new loss or metric is one entry here; `fit` takes both by name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -114,38 +114,51 @@ def task(loss: str) -> str:
 def evaluate(forward: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, loss: str, metric: str,
              label_smoothing: float = 0.0, batch_size: int = 1024) -> float:
     """`metric` of `forward` on (x, y), without gradients (the caller sets eval mode)."""
+    return evaluate_batches(forward, ((x[start: start + batch_size], y[start: start + batch_size])
+                                      for start in range(0, len(x), batch_size)),
+                            loss, metric, label_smoothing)
+
+
+def evaluate_batches(forward: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tensor, Tensor]],
+                     loss: str, metric: str, label_smoothing: float = 0.0) -> float:
+    """`metric` of `forward` over (inputs, targets) batches, without gradients (the caller
+    sets eval mode). Sums are kept on the batches' device and read once at the end."""
     import torch
 
-    def outputs() -> Iterator[tuple[Tensor, Tensor]]:
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                yield forward(x[start: start + batch_size]), y[start: start + batch_size]
+    n = 0
+    sums: dict[str, Tensor] = {}
 
+    def add(key: str, value: Tensor) -> None:
+        sums[key] = sums[key] + value if key in sums else value
+
+    compute = LOSSES[loss].compute
+    with torch.no_grad():
+        for inputs, targets in batches:
+            out = forward(inputs)
+            n += len(targets)
+            if metric == "val_accuracy":
+                add("correct", (out.argmax(dim=1) == targets).sum())
+            elif metric == "val_loss":
+                add("loss", compute(out, targets, label_smoothing).double() * len(targets))
+            else:  # regression metrics, from per-target sums (float64: no drift over batches)
+                wide = targets.double().reshape(len(targets), -1)
+                error = out.double().reshape(wide.shape) - wide
+                add("sq", (error ** 2).sum(0))
+                add("abs", error.abs().sum(0))
+                add("y", wide.sum(0))
+                add("yy", (wide ** 2).sum(0))
+    if n == 0:
+        raise ValueError("nothing to evaluate: the split is empty")
     if metric == "val_accuracy":
-        n_correct = torch.zeros((), dtype=torch.long, device=y.device)
-        for out, part in outputs():
-            n_correct += (out.argmax(dim=1) == part).sum()
-        return n_correct.item() / len(x)
+        return sums["correct"].item() / n
     if metric == "val_loss":
-        total = torch.zeros((), dtype=torch.float64, device=y.device)
-        compute = LOSSES[loss].compute
-        for out, part in outputs():
-            total += compute(out, part, label_smoothing).double() * len(part)
-        return total.item() / len(x)
-    # regression metrics, from sums over the split (float64: no drift over many batches)
-    width = y[0].numel()
-    sq, ab = (torch.zeros(width, dtype=torch.float64, device=y.device) for _ in range(2))
-    for out, part in outputs():
-        error = out.reshape(part.shape).double() - part.double()
-        sq += (error ** 2).reshape(len(part), -1).sum(0)
-        ab += error.abs().reshape(len(part), -1).sum(0)
+        return float(sums["loss"].item()) / n
     if metric == "val_rmse":
-        return float((sq.sum() / (len(x) * width)).sqrt().item())
+        return float((sums["sq"].mean() / n).sqrt().item())
     if metric == "val_mae":
-        return float((ab.sum() / (len(x) * width)).item())
-    targets = y.double().reshape(len(y), -1)
-    total_sq = ((targets - targets.mean(0)) ** 2).sum(0)
+        return float((sums["abs"].mean() / n).item())
+    total_sq = (sums["yy"] - sums["y"] ** 2 / n).clamp_min(0)  # n * variance, per target
     # a constant target has no variance to explain: R² is 1 if predicted exactly, else 0
-    r2 = torch.where(total_sq > 0, 1 - sq / total_sq.clamp_min(1e-300),
-                     (sq == 0).double())
+    r2 = torch.where(total_sq > 1e-12 * sums["yy"].clamp_min(1e-300),
+                     1 - sums["sq"] / total_sq.clamp_min(1e-300), (sums["sq"] == 0).double())
     return float(r2.mean().item())

@@ -196,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             study = create_study(store, spec, data_source=splits.source,
                                  sampler_seed=spec.seed, artifact_dir=str(artifact_dir))
-            _log(f"created study '{spec.name}' in {storage.mask(url)} (data: {splits.source})")
+            _log(f"created study '{spec.name}' in {storage.mask(url)} (data: {splits.source}; "
+                 f"{splits.held})")
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it just now
             existing = wait_for_definition(store, spec.name)
             check_definition(existing, spec, allow_changes=args.allow_changes)
@@ -212,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
         study = resume_study(store, spec, sampler_seed=worker_seed(spec.seed, existing))
         if args.worker_index is None:
             _log(f"resuming study '{spec.name}' in {storage.mask(url)}: "
-                 f"{count_finished(study)} of {spec.n_trials} trials finished")
+                 f"{count_finished(study)} of {spec.n_trials} trials finished (data: "
+                 f"{splits.held})")
     if args.worker_index is None:
         requeued = requeue_interrupted(study)
         if requeued:
@@ -241,6 +243,7 @@ def check_user_model(spec: StudySpec, splits: Any) -> None:
     data's classes."""
     import torch
 
+    from autotune import streams
     from autotune.models import build_for
     from autotune.space import model_params, to_config
 
@@ -250,14 +253,15 @@ def check_user_model(spec: StudySpec, splits: Any) -> None:
         cfg = to_config(spec, params, seed=spec.seed)
         model = build_for(spec.model, Path(spec.path).parent, cfg, model_params(spec, params),
                           splits.input_shape, splits.n_outputs).to(splits.x_val.device)
+        batch = streams.first(splits.x_val, 2)
         with torch.no_grad():
-            outputs = model.eval()(splits.x_val[:2])
+            outputs = model.eval()(batch)
     except UsageError:
         raise
     except Exception as exc:
         raise UsageError(f"{where} fails on a first batch: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    wanted = (len(splits.x_val[:2]), splits.n_outputs)
+    wanted = (len(batch), splits.n_outputs)
     regression = task(spec.loss) == "regression"
     fits = isinstance(outputs, torch.Tensor) and (
         outputs.numel() == math.prod(wanted) and len(outputs) == wanted[0] if regression

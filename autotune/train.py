@@ -31,6 +31,7 @@ from autotune.fused_step import fused_step
 from autotune.lazy_dynamo import skip_dynamo_wrappers
 from autotune.losses import DEFAULT_LOSS, DEFAULT_METRIC, LOSSES, METRICS
 from autotune.mlp_step import mlp_step
+from autotune.streams import Streamed
 
 
 @dataclass(frozen=True)
@@ -184,15 +185,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024, *,
-             loss: str = DEFAULT_LOSS, metric: str = DEFAULT_METRIC) -> float:
-    """`metric` (accuracy by default) of `model` on (x, y) in eval mode, without gradients;
-    restores the mode."""
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(f"x and y must be non-empty and equally long, got {len(x)=}, {len(y)=}")
+def evaluate(model: nn.Module, x: Tensor | Streamed, y: Tensor | None, batch_size: int = 1024,
+             *, loss: str = DEFAULT_LOSS, metric: str = DEFAULT_METRIC) -> float:
+    """`metric` (accuracy by default) of `model` on (x, y), or on a streamed split (y None),
+    in eval mode, without gradients; restores the mode."""
+    if isinstance(x, Streamed):
+        batches: Iterable[tuple[Tensor, Tensor]] = x.batches(x.loader(batch_size))
+    else:
+        if y is None or len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"x and y must be non-empty and equally long, got {len(x)=}, "
+                             f"{None if y is None else len(y)=}")
+        batches = ((x[i: i + batch_size], y[i: i + batch_size])
+                   for i in range(0, len(x), batch_size))
     was_training = model.training
     model.eval()
-    value = losses.evaluate(model, x, y, loss, metric, batch_size=batch_size)
+    value = losses.evaluate_batches(model, batches, loss, metric)
     model.train(was_training)
     return value
 
@@ -274,12 +281,25 @@ def batches(x: Tensor, y: Tensor, cfg: TrainConfig, generator: torch.Generator,
         yield inputs, torch.index_select(y, 0, idx)
 
 
+def streamed_batches(x: Streamed, loader: Iterable[tuple[Tensor, Tensor]], cfg: TrainConfig,
+                     generator: torch.Generator, channels_last: bool = False
+                     ) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch of a streamed split's batches: the loader's shuffle, augmented on the CPU as
+    `cfg` says, then moved to the device."""
+    for inputs, labels in x.batches(loader, n_batches_per_epoch(len(x), cfg)):  # type: ignore[arg-type]
+        if cfg.crop_padding or cfg.hflip:
+            inputs = augment(inputs, generator, crop_padding=cfg.crop_padding, hflip=cfg.hflip)
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        yield inputs, labels
+
+
 def fit(
     model: nn.Module,
-    x_train: Tensor,
-    y_train: Tensor,
-    x_val: Tensor,
-    y_val: Tensor,
+    x_train: Tensor | Streamed,
+    y_train: Tensor | None,
+    x_val: Tensor | Streamed,
+    y_val: Tensor | None,
     cfg: TrainConfig,
     on_epoch: Callable[[EpochResult], None] | None = None,
     *,
@@ -293,28 +313,30 @@ def fit(
 ) -> FitResult:
     """Train `model` for `cfg.max_epochs` epochs on tensors already on one device.
 
-    x_*: (N, C, H, W) float, y_*: (N,) int64 class indices. The model is moved to the data's
-    device. Each epoch shuffles with a generator seeded from `cfg.seed` (a different order
-    per epoch, the same sequence per run), keeps the last partial batch and stops after
-    `cfg.max_batches_per_epoch` batches if set; validation uses the first `cfg.val_subset`
-    examples if set. torch's global RNG is seeded too, so dropout repeats and two runs of one
-    config on CPU match exactly. Raises `Diverged` when an epoch's mean loss is NaN or
-    infinite. `on_epoch` runs after each epoch's evaluation; whatever it raises stops training
-    and propagates unchanged. `on_checkpoint`, if given, receives the state after an epoch
-    (after `on_epoch`; tensors on the CPU) once `checkpoint_every_s` seconds have passed since
-    the last one (0: after every epoch; never after the last epoch, which ends the fit), and
-    `start` continues from such a state: epochs it holds are not trained again. `n_epochs`
-    stops after that many of the `cfg.max_epochs` epochs, whose length the LR schedule
-    keeps: the model a trial had after `n_epochs`. `loss` and `metric` name what it trains
+    x_*: (N, C, H, W) float, y_*: (N,) int64 class indices (or (N, K) float regression
+    targets); or a `Streamed` split with y None, read by a DataLoader each epoch. The model is
+    moved to the data's device. Each epoch shuffles with a generator seeded from `cfg.seed` (a
+    different order per epoch, the same sequence per run), keeps the last partial batch and
+    stops after `cfg.max_batches_per_epoch` batches if set; validation uses the first
+    `cfg.val_subset` examples if set. torch's global RNG is seeded too, so dropout repeats and
+    two runs of one config on CPU match exactly. Raises `Diverged` when an epoch's mean loss is
+    NaN or infinite. `on_epoch` runs after each epoch's evaluation; whatever it raises stops
+    training and propagates unchanged. `on_checkpoint`, if given, receives the state after an
+    epoch (after `on_epoch`; tensors on the CPU) once `checkpoint_every_s` seconds have passed
+    since the last one (0: after every epoch; never after the last epoch, which ends the fit),
+    and `start` continues from such a state: epochs it holds are not trained again. `n_epochs`
+    stops after that many of the `cfg.max_epochs` epochs, whose length the LR schedule keeps:
+    the model a trial had after `n_epochs`. `loss` and `metric` name what it trains
     with and what each epoch's `value` is (`autotune.losses`); the best epoch is the first
     with the highest value, or the lowest for a metric that is minimised. `plain` trains
     on torch as documented (autograd, `model(x)`, `optimizer.step()`), without the
     hand-written steps some built-in models get: a user's model always is.
     """
-    if len(x_train) == 0 or len(x_train) != len(y_train):
+    streamed = isinstance(x_train, Streamed)
+    if len(x_train) == 0 or (not streamed and len(x_train) != len(y_train)):  # type: ignore[arg-type]
         raise ValueError(
             f"x_train and y_train must be non-empty and equally long, got "
-            f"{len(x_train)=}, {len(y_train)=}"
+            f"{len(x_train)=}, {None if y_train is None else len(y_train)=}"
         )
     device = x_train.device
     keep_freed_memory()
@@ -328,8 +350,8 @@ def fit(
     # the MLP's backward written out, without autograd's bookkeeping (CPU, float32); None
     # for other models, which take the autograd step through `forward`: compiled if asked,
     # else on the CPU in float32 with faster steps for some runs of layers (cpu_forward)
-    written_out = mlp_step(model, cfg) if not plain and (loss, metric) == (
-        DEFAULT_LOSS, DEFAULT_METRIC) else None
+    written_out = mlp_step(model, cfg) if not plain and not streamed and isinstance(
+        x_val, Tensor) and (loss, metric) == (DEFAULT_LOSS, DEFAULT_METRIC) else None
     compute_loss = LOSSES[loss].compute
     if cfg.compile:
         forward = compile_model(model, cfg)
@@ -337,11 +359,15 @@ def fit(
         forward = cpu_forward(model)
     else:
         forward = model
-    shuffle = torch.Generator(device=device)
+    # a DataLoader shuffles with a CPU generator; tensors on the device with one there
+    shuffle = torch.Generator(device="cpu" if streamed else device)
     shuffle.manual_seed(cfg.seed)
-    x_val, y_val = x_val[: cfg.val_subset or None], y_val[: cfg.val_subset or None]
+    if isinstance(x_val, Streamed):
+        x_val = x_val.head(cfg.val_subset) if cfg.val_subset else x_val
+    else:
+        x_val, y_val = x_val[: cfg.val_subset or None], y_val[: cfg.val_subset or None]  # type: ignore[index]
     # pad crops with the darkest value: the background of MNIST-like images, normalised
-    fill = x_train.amin() if cfg.crop_padding else 0.0
+    fill = x_train.amin() if cfg.crop_padding and isinstance(x_train, Tensor) else 0.0
     channels_last = wants_channels_last(model)
     n_batches = n_batches_per_epoch(len(x_train), cfg)
     epochs = restore(start, model, optimizer, scheduler, shuffle) if start else []
@@ -351,13 +377,17 @@ def fit(
     last_epoch = cfg.max_epochs if n_epochs is None else min(n_epochs, cfg.max_epochs)
     last_checkpoint_s = time.monotonic()
     model.train()  # evaluate() puts the mode back after each epoch's validation
+    loader = x_train.loader(cfg.batch_size, shuffle) if isinstance(x_train, Streamed) else None
     for epoch in range(len(epochs) + 1, last_epoch + 1):
         lr = optimizer.param_groups[0]["lr"]
         # the queue is empty here (evaluate ended with .item()), and the .item() below waits
         # for this epoch's kernels, so wall time is training time on GPU too
         start_s = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        for inputs, labels in batches(x_train, y_train, cfg, shuffle, fill, channels_last):
+        for inputs, labels in (
+                streamed_batches(x_train, loader, cfg, shuffle, channels_last)  # type: ignore[arg-type]
+                if loader is not None else
+                batches(x_train, y_train, cfg, shuffle, fill, channels_last)):  # type: ignore[arg-type]
             if written_out is not None:
                 batch_loss = written_out(inputs, labels)  # gradients in p.grad, as backward leaves
             else:
@@ -383,7 +413,7 @@ def fit(
 
         val_start_s = time.perf_counter()
         if written_out is not None:
-            value = written_out.accuracy(x_val, y_val)
+            value = written_out.accuracy(x_val, y_val)  # type: ignore[arg-type]
         else:
             with autocast(device, cfg):
                 value = evaluate(forward, x_val, y_val, loss=loss, metric=metric)

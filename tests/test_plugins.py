@@ -73,8 +73,9 @@ def write_user_study(folder: Path, study: str = STUDY, model: str = MODEL) -> Pa
     return path
 
 
-def run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "autotune.run", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
