@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from autotune.api import tune
-from autotune.config import TrainConfig
 from autotune.errors import (
     AutotuneError,
     DataError,
@@ -14,7 +13,8 @@ from autotune.errors import (
     UsageError,
     UserCodeError,
 )
-from autotune.plugins import Data, DataInfo
+from autotune.plugins._references import Data, DataInfo
+from autotune.spec._config import TrainConfig
 
 __all__ = ["AutotuneError", "Data", "DataError", "DataInfo", "DefinitionMismatch", "Diverged",
            "SpecError", "StorageError", "TrainConfig", "UsageError", "UserCodeError", "tune"]

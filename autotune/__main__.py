@@ -6,16 +6,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-from autotune import __version__, cli
+from autotune import __version__
+from autotune.cli import _common as cli
 
 # command -> (module, what it does); each module has main(argv) -> int
 COMMANDS = {
-    "run": ("autotune.run", "run or resume a search declared in a study file"),
-    "status": ("autotune.status", "studies, their counts, and who is running what"),
-    "dashboard": ("autotune.dashboard", "serve optuna-dashboard on the storage"),
-    "report": ("autotune.report", "summary, top trials, HTML report with plots, or JSON"),
-    "export": ("autotune.export", "the best trial as a study file (retrain it) or JSON"),
-    "migrate": ("autotune.migrate", "copy studies between storages, history included"),
+    "run": ("autotune.cli._run", "run or resume a search declared in a study file"),
+    "status": ("autotune.cli._status", "studies, their counts, and who is running what"),
+    "dashboard": ("autotune.cli._dashboard", "serve optuna-dashboard on the storage"),
+    "report": ("autotune.cli._report", "summary, top trials, HTML report with plots, or JSON"),
+    "export": ("autotune.cli._export", "the best trial as a study file (retrain it) or JSON"),
+    "migrate": ("autotune.cli._migrate", "copy studies between storages, history included"),
 }
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import optuna
 import tomli_w
 
-from autotune import storage as storage_urls
 from autotune.errors import AutotuneError, UsageError
+from autotune.storage import _storage as storage_urls
 
 STUDY_FILES_DIR = Path(tempfile.gettempdir()) / "autotune-studies"  # files tune() writes
 
@@ -57,14 +57,14 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
             argv += [flag, str(value)]
     if allow_changes:
         argv.append("--allow-changes")
-    from autotune import run
+    from autotune.cli import _run as run
 
     code = run.main(argv)
     if code == run.EXIT_USAGE:
         raise UsageError("tune(): refused; the reason is on the line above")
     if code != run.EXIT_OK:
         raise AutotuneError(f"tune(): the search ended with exit code {code}; see above")
-    from autotune.spec import load_spec
+    from autotune.spec._spec import load_spec
 
     study_name = name or load_spec(str(study)).name
     return optuna.load_study(study_name=study_name, storage=storage_urls.resolve_url(storage))

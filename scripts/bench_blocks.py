@@ -3,10 +3,10 @@
 For the mnist study's CNN shapes (batch 128, 28 x 28 one-channel images; first block
 1 -> C channels at 28 x 28, second C -> 2C at 14 x 14), in training mode, one process:
 
-  modules   the layers as `autotune.models.build_cnn` stacks them, each run by itself
+  modules   the layers as `autotune.training._models.build_cnn` stacks them, each run by itself
             (`nn.Conv2d`, `nn.BatchNorm2d`, `nn.MaxPool2d`, `nn.ReLU`): the baseline.
-  ops       `autotune.cpu_forward`'s blocks on PyTorch ops (where numba is missing).
-  compiled  the same blocks on numba's loops (`autotune.cnn_kernels`), as training runs them.
+  ops       `autotune.fast._cpu_forward`'s blocks on PyTorch ops (where numba is missing).
+  compiled  the same blocks on numba's loops (`autotune.fast._cnn_kernels`), as training runs them.
 
 The three take turns, one batch of steps each, for --repeats rounds; printed: the median
 milliseconds of a forward and backward pass, and each against the modules (the median of the
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from autotune import bn_pool_relu
+    from autotune.fast import _bn_pool_relu as bn_pool_relu
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,10 +82,11 @@ def blocks(width: int) -> dict[str, dict[str, Callable[[], None]]]:
     import torch
     from torch import nn
 
-    from autotune import bn_pool_relu, gray_block
-    from autotune.config import TrainConfig
-    from autotune.cpu_forward import cpu_forward
-    from autotune.models import build_model
+    from autotune.fast import _bn_pool_relu as bn_pool_relu
+    from autotune.fast import _gray_block as gray_block
+    from autotune.fast._cpu_forward import cpu_forward
+    from autotune.spec._config import TrainConfig
+    from autotune.training._models import build_model
 
     real_kernels = bn_pool_relu.block_kernels
 

@@ -9,6 +9,8 @@
 autotune runs once per --workers count (default 1 and 2): `autotune` is one process with the
 machine's torch threads, `autotune-w2` two workers of cores / 2 threads each (on a 2-core CPU,
 forks of one thread each), whose trials run two at a time; each is compared with the example.
+`autotune-plain` is `autotune` with the speed-up layer off ($AUTOTUNE_PLUGINS=none: plain
+torch and Optuna's RDBStorage), so the layer's worth is visible beside it (--no-plain skips).
 
 For each seed both run as subprocesses, in alternating order, with the same budget (trials,
 epochs, timeout). Printed per seed and as medians: wall time (the whole process: start-up,
@@ -48,12 +50,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autotune.cli import positive_int
-from autotune.storage import FAST_STORAGE_ENV
+from autotune.cli._common import positive_int
+from autotune.fast._hooks import FAST_STORAGE_ENV
+from autotune.plugins import GROUP as PLUGINS_GROUP
+from autotune.plugins._installed import ENV as PLUGINS_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY_FILE = REPO / "studies" / "bench" / "fashion-mlp.toml"
@@ -126,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="autotune's study runs, per seed once with each --workers K "
                              "(default 1,2: one process, and two forked processes of one thread "
                              "each, as on a 2-core CPU); the overhead runs use 1")
+    parser.add_argument("--no-plain", action="store_true",
+                        help="skip the runs with the speed-up layer off")
     parser.add_argument("--skip-example", action="store_true",
                         help="run autotune only (no ratios)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -136,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.n_trials, args.epochs = "0", 6, 2
     seeds = [int(s) for s in args.seeds.split(",")]
-    variants = {autotune_name(k): k for k in args.workers}
+    variants: dict[str, tuple[int, dict[str, str]]] = {
+        autotune_name(k): (k, {}) for k in args.workers}
+    if not args.no_plain:
+        variants["autotune-plain"] = (1, {PLUGINS_ENV: "none"})
     tools = [*variants] + ([] if args.skip_example else ["example"])
     wait_quiet(args.wait_quiet)
 
@@ -149,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                 if tool == "example":
                     run = run_example(tmp, seed, args)
                 else:
-                    run = run_autotune(tmp, seed, args, name=tool,
-                                       extra=("--workers", str(variants[tool])))
+                    workers, env = variants[tool]
+                    with environment(env):
+                        run = run_autotune(tmp, seed, args, name=tool,
+                                           extra=("--workers", str(workers)))
                 runs.append(run)
                 loads.append(os.getloadavg()[0])
                 log(f"{tool} seed {seed}: {run.wall_s:.1f} s, {len(run.finished)} trials, "
@@ -159,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
                            for k in range(args.overhead_runs)), key=lambda run: run["median_ms"])
         overhead = measured[(len(measured) - 1) // 2]  # the median run (the lower of two)
         # the same run on Optuna's RDBStorage as it is: what the batched storage path is worth
-        os.environ[FAST_STORAGE_ENV] = "0"
-        try:
+        with environment({FAST_STORAGE_ENV: "0"}):
             plain = measure_overhead(tmp, args, "overhead-plain-storage")
-        finally:
-            os.environ.pop(FAST_STORAGE_ENV)
+        layer_off = None
+        if not args.no_plain:  # and with the whole layer off
+            with environment({PLUGINS_ENV: "none"}):
+                layer_off = measure_overhead(tmp, args, "overhead-layer-off")
         loads.append(os.getloadavg()[0])
         breakdown = profile_overhead(tmp, args) if args.profile else None
 
@@ -184,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"the same on the plain storage path ({FAST_STORAGE_ENV}=0, Optuna's RDBStorage "
           f"with retries only; one run): {plain['median_ms']:.1f} ms median trial, "
           f"{plain['median_ms'] / overhead['median_ms']:.1f}x the batched path's")
+    if layer_off is not None:
+        print(f"the same with the speed-up layer off ({PLUGINS_ENV}=none: no plugin of "
+              f"{PLUGINS_GROUP}; one run): {layer_off['median_ms']:.1f} ms median trial, "
+              f"{layer_off['median_ms'] / overhead['median_ms']:.1f}x the layer's")
     if breakdown:
         print_breakdown(breakdown)
     return 0
@@ -236,6 +253,21 @@ def compare(tool: str, median: Any, median_reach: Any, target: float) -> None:
     else:
         print(f"median  time to {target:g}: {tool} {reach[0]:.1f} s, example "
               f"{reach[1]:.1f} s ({reach[1] / reach[0]:.1f}x)")
+
+
+@contextlib.contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """Environment variables set for the subprocesses started inside, restored after."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def autotune_name(n_workers: int) -> str:
@@ -344,37 +376,38 @@ def measure_overhead(tmp: Path, args: argparse.Namespace, name: str = "overhead"
 # (label, the calls it times: (module, attribute path) as looked up where they are called);
 # only the rows that contain `fit` (the whole trial, fit) include the trivial training
 TIMED: list[tuple[str, list[tuple[str, str]]]] = [
-    ("a trial, start to end (autotune.loop.run_trial)", [("autotune.loop", "run_trial")]),
+    ("a trial, start to end (autotune.search._loop.run_trial)",
+     [("autotune.search._loop", "run_trial")]),
     ("  ask: queued-trial check, trial creation", [("optuna.study.study", "Study.ask")]),
     ("    trial creation (storage)", [
-        ("autotune.batched", "BatchedRDBStorage._create_new_trial")]),
-    ("  first heartbeat", [("autotune.batched", "BatchedRDBStorage.record_heartbeat")]),
-    ("  suggest_* (TPE sampling inside)", [("autotune.space", "suggest")]),
+        ("autotune.fast._batched", "BatchedRDBStorage._create_new_trial")]),
+    ("  first heartbeat", [("autotune.fast._batched", "BatchedRDBStorage.record_heartbeat")]),
+    ("  suggest_* (TPE sampling inside)", [("autotune.spec._space", "suggest")]),
     ("    TPE: search space + sampling", [
         ("optuna.samplers", "TPESampler.infer_relative_search_space"),
         ("optuna.samplers", "TPESampler.sample_relative")]),
     ("  trial listings (TPE, pruner, queued check)", [
-        ("autotune.batched", "BatchedRDBStorage._get_trials")]),
-    ("  model construction", [("autotune.objective", "build_model")]),
-    ("  fit (training, evaluation, optimizer)", [("autotune.objective", "fit")]),
-    ("    optimizer construction", [("autotune.train", "build_optimizer")]),
+        ("autotune.fast._batched", "BatchedRDBStorage._get_trials")]),
+    ("  model construction", [("autotune.search._objective", "build_model")]),
+    ("  fit (training, evaluation, optimizer)", [("autotune.search._objective", "fit")]),
+    ("    optimizer construction", [("autotune.training._fit", "build_optimizer")]),
     ("  report + should_prune", [("optuna.trial", "Trial.report"),
                                  ("optuna.trial", "Trial.should_prune")]),
-    ("  learning curve + weights upload", [("autotune.artifacts", "upload_json"),
-                                           ("autotune.artifacts", "upload_weights")]),
+    ("  learning curve + weights upload", [("autotune.training._artifacts", "upload_json"),
+                                           ("autotune.training._artifacts", "upload_weights")]),
     ("  storage writes (batched, incl. the finish)", [
-        ("autotune.batched", "BatchedRDBStorage._write")]),
-    ("  tell (finishing the trial)", [("autotune.loop", "_tell_with_warning")]),
+        ("autotune.fast._batched", "BatchedRDBStorage._write")]),
+    ("  tell (finishing the trial)", [("autotune.search._loop", "_tell_with_warning")]),
     ("budget counts not made in the trial's creation or finish (none on SQLite)", [
-        ("autotune.budget", "n_claimed")]),
-    ("stale-trial checks (every 10 s)", [("autotune.loop", "fail_stale_trials")]),
+        ("autotune.search._budget", "n_claimed")]),
+    ("stale-trial checks (every 10 s)", [("autotune.search._loop", "fail_stale_trials")]),
 ]
 
 
 def profile_overhead(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The overhead run again, in this process, with a wall-clock timer around each call
     TIMED names (nested calls of one row count once): ms per trial."""
-    from autotune import run as autotune_run
+    from autotune.cli import _run as autotune_run
 
     n_trials = args.overhead_trials or args.n_trials
     db = tmp / "profile.db"

@@ -1,17 +1,24 @@
 """Training throughput: autotune's `fit` on in-memory tensors against the Optuna example's loop.
 
-Both sides train the same model (autotune.models, same seed) with Adam, batches of 128, on the
-CPU, for the same number of batches per epoch:
+Every side trains the same model (same seed) with Adam, batches of 128, on the CPU, for the
+same number of batches per epoch:
 
-  autotune  `autotune.train.fit` on `autotune.data.load_splits("fashion-mnist")` tensors
-            (shuffled by index on the device, fused optimizer step).
+  autotune  `autotune.training.fit` on fashion-mnist tensors held in memory (shuffled by
+            index on the device), with the speed-up layer (`autotune.fast`) installed.
+  plain     the same `fit` without the layer: plain torch (autograd, `model(x)`,
+            `optimizer.step()`), as a user's own model always trains. Its ratio to the
+            example is what in-memory batching alone is worth.
   example   the loop of optuna-examples pytorch/pytorch_simple.py: a DataLoader over
             torchvision's FashionMNIST dataset with `transforms.ToTensor()` per image
             (batch_size=128, shuffle=True), `torch.optim.Adam(params, lr=...)`.
 
+The models: the built-in MLPs and CNN (`autotune.training.build_model`), and "own mlp", an
+nn.Module this script defines (a residual MLP with LayerNorm, as a user would write one):
+no speed-up knows it, so autotune and plain train it alike.
+
   autograd  (with --autograd) autotune's `fit` as above, but with the model's layers in an
-            `nn.Sequential` subclass, which `autotune.mlp_step` does not take: autograd's
-            step instead of the MLP's written-out backward (CNNs take autograd's step anyway).
+            `nn.Sequential` subclass, which `autotune.fast._mlp_step` does not take:
+            autograd's step instead of the MLP's written-out backward.
 
 Each side runs in its own process, so neither inherits the other's settings (threads are the
 same for both). They take turns, A B then B A, for --repeats rounds; each measurement is the
@@ -38,15 +45,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when spawned
 
-# name -> (TrainConfig fields, the target ratio of the issue)
+# name -> (TrainConfig fields, the target ratio to the example: autotune's, or for a user's
+# own model the plain path's)
 MODELS: dict[str, tuple[dict[str, object], float]] = {
     # the example's space: 1-3 layers of 4-128 units; the middle of it, then its widest
     "mlp 2x64": ({"model": "mlp", "depth": 2, "width": 64, "dropout": 0.2}, 8.0),
     "mlp 1x128": ({"model": "mlp", "depth": 1, "width": 128, "dropout": 0.2}, 8.0),
     "mlp 3x128": ({"model": "mlp", "depth": 3, "width": 128, "dropout": 0.2}, 8.0),
     "cnn w16 d2": ({"model": "cnn", "depth": 2, "width": 16, "dropout": 0.0}, 2.0),
+    "own mlp": ({"model": "mlp", "depth": 2, "width": 64, "dropout": 0.0}, 5.0),
 }
-SIDES = ("autotune", "example")
+OWN = "own mlp"
+SIDES = ("autotune", "plain", "example")
 AUTOGRAD = "autograd"
 BATCH_SIZE = 128
 LR = 1e-3
@@ -92,24 +102,30 @@ def main(argv: list[str] | None = None) -> int:
     print("ratio: the median of the rounds' ratios (each round's two sides measured back to "
           "back, so a drift in the machine's speed\nreaches both); range: its lowest and "
           "highest round")
+    print("target: autotune's ratio for the built-in models, the plain path's for a user's "
+          "own model (in-memory batching alone)")
     autograd_header = f" {'autograd':>9} {'gain':>6}" if args.autograd else ""
-    print(f"{'model':<12} {'autotune':>9} {'example':>9} {'ratio':>7} {'range':>12} "
-          f"{'target':>7}       {autograd_header}")
+    print(f"{'model':<12} {'autotune':>9} {'plain':>9} {'example':>9} {'ratio':>7} "
+          f"{'range':>12} {'plain':>7} {'layer':>6} {'target':>7}       {autograd_header}")
     for name in names:
+        def ratios(side: str, name: str = name) -> list[float]:
+            return [a / b for a, b in zip(rates[name, side], rates[name, "example"],
+                                          strict=True)]
         fast = statistics.median(rates[name, "autotune"])
+        plain = statistics.median(rates[name, "plain"])
         slow = statistics.median(rates[name, "example"])
-        paired = [a / b for a, b in zip(rates[name, "autotune"], rates[name, "example"],
-                                        strict=True)]
-        ratio = statistics.median(paired)
+        paired = ratios("autotune")
+        ratio, plain_ratio = statistics.median(paired), statistics.median(ratios("plain"))
         target = MODELS[name][1]
-        verdict = "met" if ratio >= target else "MISSED"
+        verdict = "met" if (plain_ratio if name == OWN else ratio) >= target else "MISSED"
         autograd = ""
         if args.autograd:  # autotune's loop with autograd's step, and what writing it out gains
-            plain = statistics.median(rates[name, AUTOGRAD])
-            autograd = f" {plain:>9.0f} {fast / plain:>5.2f}x"
+            step = statistics.median(rates[name, AUTOGRAD])
+            autograd = f" {step:>9.0f} {fast / step:>5.2f}x"
         spread = f"{min(paired):.1f}-{max(paired):.1f}x"
-        print(f"{name:<12} {fast:>9.0f} {slow:>9.0f} {ratio:>6.1f}x {spread:>12} "
-              f"{target:>6.0f}x {verdict:<6}{autograd}")
+        print(f"{name:<12} {fast:>9.0f} {plain:>9.0f} {slow:>9.0f} {ratio:>6.1f}x {spread:>12} "
+              f"{plain_ratio:>6.1f}x {fast / plain:>5.2f}x {target:>6.0f}x {verdict:<6}"
+              f"{autograd}")
     return 0
 
 
@@ -160,7 +176,7 @@ def serve(side: str, conn: Connection, tmp: Path, threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-    measure = example_side(tmp) if side == "example" else autotune_side(side == AUTOGRAD)
+    measure = example_side(tmp) if side == "example" else autotune_side(side)
     conn.send(torch.get_num_threads())
     while (request := conn.recv()) is not None:
         name, n_batches = request
@@ -171,29 +187,62 @@ def serve(side: str, conn: Connection, tmp: Path, threads: int | None) -> None:
 
 
 def config(name: str, n_batches: int):  # type: ignore[no-untyped-def]
-    from autotune.config import TrainConfig
+    from autotune.spec._config import TrainConfig
 
     return TrainConfig(**MODELS[name][0], optimizer="adam", lr=LR,  # type: ignore[arg-type]
                        batch_size=BATCH_SIZE, max_epochs=2, max_batches_per_epoch=n_batches,
                        val_subset=BATCH_SIZE, seed=0)
 
 
-def autotune_side(autograd: bool):  # type: ignore[no-untyped-def]
+def build(name: str, cfg):  # type: ignore[no-untyped-def]
+    """The model `name` stands for, seeded: a built-in one, or the script's own."""
+    import torch
     from torch import nn
 
-    from autotune.data import load_splits
-    from autotune.models import build_model
-    from autotune.train import fit
+    from autotune.training import build_model
 
+    if name != OWN:
+        return build_model(cfg, (1, 28, 28), 10)
+
+    class ResidualMLP(nn.Module):  # a user's model: nothing autotune recognises
+        def __init__(self, width: int, depth: int):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.GELU())
+            self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(width),
+                                                      nn.Linear(width, width), nn.GELU())
+                                        for _ in range(depth))
+            self.head = nn.Linear(width, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.stem(x)
+            for block in self.blocks:
+                h = h + block(h)
+            return self.head(h)
+
+    torch.manual_seed(cfg.seed)
+    return ResidualMLP(cfg.width, cfg.depth)
+
+
+def autotune_side(side: str):  # type: ignore[no-untyped-def]
+    from torch import nn
+
+    from autotune.training import fit, load_splits
+
+    if side != "plain":
+        import autotune.fast  # a script may: the layer is plugged in as `autotune run` does
+
+        autotune.fast.install()
     splits = load_splits("fashion-mnist", data_dir=None, val_fraction=0.1, split_seed=0,
                          on_notice=lambda message: None)
 
     def measure(name: str, n_batches: int) -> float:
         cfg = config(name, n_batches)
-        model = build_model(cfg, splits.input_shape, splits.n_outputs)
-        if autograd:
+        model = build(name, cfg)
+        if side == AUTOGRAD and name != OWN:
             model = AutogradStep(*model)
-        result = fit(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg)
+        # a user's model trains plain in a study, whether or not the layer is installed
+        result = fit(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg,
+                     plain=side == "plain" or name == OWN)
         return n_batches * BATCH_SIZE / result.epochs[-1].seconds  # the warm second epoch
 
     class AutogradStep(nn.Sequential):
@@ -208,8 +257,6 @@ def example_side(tmp: Path):  # type: ignore[no-untyped-def]
     from baseline_optuna_example import torchvision_root
     from torchvision import datasets, transforms
 
-    from autotune.models import build_model
-
     dataset = datasets.FashionMNIST(str(torchvision_root(tmp)), train=True, download=False,
                                     transform=transforms.ToTensor())
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True)
@@ -217,7 +264,7 @@ def example_side(tmp: Path):  # type: ignore[no-untyped-def]
 
     def measure(name: str, n_batches: int) -> float:
         cfg = config(name, n_batches)
-        model = build_model(cfg, (1, 28, 28), 10).to(device)
+        model = build(name, cfg).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=LR)  # as the example builds it
         for _ in range(2):  # time the second epoch, like the autotune side
             start = time.perf_counter()

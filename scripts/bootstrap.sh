@@ -26,7 +26,7 @@ esac
 "$venv/bin/pip" install -q -c constraints.txt -e '.[dev,fast]'
 # numba compiles the CNN blocks' loops once per machine (~25 s), cached beside the source;
 # where it cannot, training runs them on PyTorch ops (slower, same results)
-"$venv/bin/python" -m autotune.cnn_kernels >&2 \
+"$venv/bin/python" -m autotune.fast._cnn_kernels >&2 \
   || echo "bootstrap: numba could not compile the CNN loops; CNNs train on PyTorch ops" >&2
 touch "$stamp"
 echo "bootstrap: ready ($("$venv/bin/python" -c 'import torch, optuna; print("torch", torch.__version__, "optuna", optuna.__version__)'))" >&2

@@ -30,8 +30,8 @@ from typing import Any
 
 import optuna
 
-from autotune.spec import load_spec
-from autotune.study import TEST_RESULT_ATTR
+from autotune.search._study import TEST_RESULT_ATTR
+from autotune.spec._spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY_MINUTES = 60.0  # the wall-clock budget a study file's budget.timeout_s is set for

@@ -17,6 +17,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _installed_plugins() -> None:
+    """Tests that train or store in-process get the installed plugins (autotune.fast), as
+    `autotune run` does; tests of the plain path switch them off themselves."""
+    from autotune.plugins import load_installed
+
+    load_installed()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _artifacts_outside_the_repository(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Runs on server storages would default to ./autotune-artifacts in the checkout."""
     os.environ.setdefault("AUTOTUNE_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))

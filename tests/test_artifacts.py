@@ -12,10 +12,11 @@ import pytest
 import safetensors.torch
 import torch
 
-from autotune import artifacts, storage
-from autotune.config import TrainConfig
-from autotune.models import build_model
-from autotune.train import TrainState, fit
+from autotune.spec._config import TrainConfig
+from autotune.storage import _storage as storage
+from autotune.training import _artifacts as artifacts
+from autotune.training._fit import TrainState, fit
+from autotune.training._models import build_model
 from tests.test_train import X_TRAIN, X_VAL, Y_TRAIN, Y_VAL
 
 
@@ -160,8 +161,10 @@ def test_trials_store_their_best_epochs_weights_as_the_study_file_says(
     import subprocess
     import sys
 
-    from autotune import data, space, spec
-    from autotune.train import evaluate
+    from autotune.spec import _space as space
+    from autotune.spec import _spec as spec
+    from autotune.training import _data as data
+    from autotune.training._fit import evaluate
     from tests.conftest import REPO, write_study
 
     study_file = write_study(tmp_path, WEIGHTS_STUDY.format(policy=policy), name="weights")
@@ -198,7 +201,7 @@ def test_a_trial_copies_only_epochs_that_could_be_stored_and_stores_what_keeps_w
         ) -> None:
     import math
 
-    from autotune.objective import keeps_weights, weights_floor
+    from autotune.search._objective import keeps_weights, weights_floor
 
     study = optuna.create_study(direction="maximize")
     assert weights_floor("improving", study) == -math.inf  # the first trial stores its weights

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from autotune.augment import augment, random_crop, random_hflip, shift
+from autotune.training._augment import augment, random_crop, random_hflip, shift
 
 
 def images(n: int = 6, c: int = 2, h: int = 5, w: int = 7, seed: int = 0) -> torch.Tensor:

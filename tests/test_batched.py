@@ -14,8 +14,8 @@ import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from autotune import storage
-from autotune.batched import BatchedRDBStorage
+from autotune.fast._batched import BatchedRDBStorage
+from autotune.storage import _storage as storage
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
@@ -154,7 +154,7 @@ def test_values_that_cannot_be_stored_are_refused_when_written():
 
 
 def test_the_budget_count_in_sql_matches_counting_the_trials(rdb_url):
-    from autotune.budget import n_claimed
+    from autotune.search._budget import n_claimed
 
     opened = storage.open_storage(rdb_url)
     study = optuna.create_study(storage=opened, study_name=f"count-{uuid.uuid4().hex[:8]}",
@@ -181,7 +181,7 @@ def test_the_budget_count_in_sql_matches_counting_the_trials(rdb_url):
 
 def test_budget_counts_taken_in_the_create_and_finish_transactions_match_a_fresh_count(
         rdb_url):
-    from autotune.budget import claimed_after, claimed_before, n_claimed
+    from autotune.search._budget import claimed_after, claimed_before, n_claimed
 
     opened = storage.open_storage(rdb_url)
     study = optuna.create_study(storage=opened, study_name=f"counted-{uuid.uuid4().hex[:8]}",
@@ -353,7 +353,7 @@ def test_on_sqlite_the_direct_statements_store_the_rows_sqlalchemy_would(
     type (times aside: they are when each ran)."""
     from datetime import datetime
 
-    from autotune import trial_sql
+    from autotune.fast import _trial_sql as trial_sql
 
     class WholeSecond(datetime):  # the one instant that tells how a time was written
         @classmethod
@@ -410,7 +410,7 @@ def test_on_sqlite_a_driver_error_on_the_direct_path_is_raised_as_sqlalchemy_rai
     with sqlite3.connect(tmp_path / "race.db", timeout=0.5) as other:  # no lock is held
         other.execute("UPDATE trials SET state = 'FAIL' WHERE trial_id = ?", (mine,))
     other.close()
-    from autotune import trial_sql
+    from autotune.fast import _trial_sql as trial_sql
 
     with writer.engine.begin() as connection, pytest.raises(sqlalchemy.exc.IntegrityError):
         trial_sql.insert_params(connection, [

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from autotune import bn_pool_relu as bn_pool_relu_module
-from autotune.bn_pool_relu import bn_pool_relu, fusable
+from autotune.fast import _bn_pool_relu as bn_pool_relu_module
+from autotune.fast._bn_pool_relu import bn_pool_relu, fusable
 
 
 def block(channels: int, seed: int) -> nn.Sequential:

@@ -11,7 +11,7 @@ def test_exit_now_keeps_the_code_the_buffered_output_and_the_exit_handlers(tmp_p
     marker = tmp_path / "handler-ran"
     code = f"""
 import atexit, sys
-from autotune import cli
+from autotune.cli import _common as cli
 atexit.register(lambda: open({str(marker)!r}, "w").write("yes"))
 print("x" * 100_000, end="")  # more than one buffer of a pipe
 print("to stderr", file=sys.stderr, end="")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from autotune.config import PRECISIONS, SCHEDULES, TrainConfig, field_types
 from autotune.errors import SpecError
-from autotune.spec import NOT_SEARCHABLE, load_spec
+from autotune.spec._config import PRECISIONS, SCHEDULES, TrainConfig, field_types
+from autotune.spec._spec import NOT_SEARCHABLE, load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 

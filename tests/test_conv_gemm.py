@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from autotune.conv_gemm import conv3x3_gray, fits
+from autotune.fast._conv_gemm import conv3x3_gray, fits
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autotune import onednn
-from autotune.config import TrainConfig
-from autotune.cpu_forward import PlannedSequential, cpu_forward
-from autotune.models import build_model
+from autotune.fast import _onednn as onednn
+from autotune.fast._cpu_forward import PlannedSequential, cpu_forward
+from autotune.spec._config import TrainConfig
+from autotune.training._models import build_model
 
 MNIST = (1, 28, 28)
 

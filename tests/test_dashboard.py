@@ -21,9 +21,9 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from autotune import dashboard
-from autotune.artifacts import LEARNING_CURVE, WEIGHTS
-from autotune.study import ARTIFACT_DIR_ATTR
+from autotune.cli import _dashboard as dashboard
+from autotune.search._study import ARTIFACT_DIR_ATTR
+from autotune.training._artifacts import LEARNING_CURVE, WEIGHTS
 from tests.conftest import REPO, _skip_or_fail
 from tests.small_study import (
     Console,

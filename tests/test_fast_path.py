@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autotune.config import TrainConfig
-from autotune.data import load_splits
-from autotune.models import build_model
-from autotune.train import build_optimizer, evaluate, fit
+from autotune.spec._config import TrainConfig
+from autotune.training._data import load_splits
+from autotune.training._fit import build_optimizer, evaluate, fit
+from autotune.training._models import build_model
 from tests.conftest import REPO, _skip_or_fail
 
 sys.path.insert(0, str(REPO / "scripts"))

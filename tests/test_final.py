@@ -8,13 +8,13 @@ import pytest
 import safetensors.torch
 import torch
 
-from autotune import artifacts
-from autotune.data import load_splits
-from autotune.final import evaluate_best
-from autotune.models import build_model
-from autotune.objective import Objective
-from autotune.spec import load_spec
-from autotune.study import TEST_RESULT_ATTR
+from autotune.search._final import evaluate_best
+from autotune.search._objective import Objective
+from autotune.search._study import TEST_RESULT_ATTR
+from autotune.spec._spec import load_spec
+from autotune.training import _artifacts as artifacts
+from autotune.training._data import load_splits
+from autotune.training._models import build_model
 from tests.conftest import write_study
 
 # Per-batch cosine schedule: retraining for the best epoch count must keep the trial's
@@ -99,6 +99,6 @@ def test_final_result_is_reused_for_the_same_trial_and_split_only(tmp_path: Path
 
 
 def study_config(result):  # type: ignore[no-untyped-def]
-    from autotune.config import TrainConfig
+    from autotune.spec._config import TrainConfig
 
     return TrainConfig(**result["config"])

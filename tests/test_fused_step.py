@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import ExponentialLR
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from autotune.fused_step import fused_step
+from autotune.fast._fused_step import fused_step
 
 OPTIMIZERS = {
     "adam": lambda params: torch.optim.Adam(params, lr=0.01, fused=True),
@@ -144,12 +144,15 @@ def test_an_lr_scheduler_sees_the_direct_steps_as_optimizer_steps() -> None:
 
 
 def test_training_with_these_optimizers_never_imports_torch_dynamo() -> None:
-    """torch._dynamo takes ~1.4 s to import; a fresh process trains without it."""
+    """torch._dynamo takes ~1.4 s to import; a fresh process with the layer installed (as
+    `autotune run` installs it) trains without it."""
     code = (
         "import sys, torch\n"
-        "from autotune.config import TrainConfig\n"
-        "from autotune.models import build_model\n"
-        "from autotune.train import fit\n"
+        "import autotune.fast\n"
+        "autotune.fast.install()\n"
+        "from autotune.spec._config import TrainConfig\n"
+        "from autotune.training._models import build_model\n"
+        "from autotune.training._fit import fit\n"
         "x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,))\n"
         "for name in ('adam', 'adamw', 'sgd', 'rmsprop'):\n"
         "    for model in ('mlp', 'cnn'):\n"

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from autotune.bn_pool_relu import block_kernels
-from autotune.gray_block import gray_block
+from autotune.fast._bn_pool_relu import block_kernels
+from autotune.fast._gray_block import gray_block
 
 pytestmark = pytest.mark.skipif(block_kernels() is None, reason="numba is not installed")
 

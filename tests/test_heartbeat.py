@@ -9,8 +9,8 @@ import optuna
 import pytest
 import sqlalchemy
 
-from autotune.batched import BatchedRDBStorage
-from autotune.heartbeat import Heartbeat
+from autotune.fast._batched import BatchedRDBStorage
+from autotune.search._heartbeat import Heartbeat
 
 
 def beats(storage: BatchedRDBStorage) -> list[int]:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from autotune import idx_files
 from autotune.errors import DataError
+from autotune.training import _idx_files as idx_files
 
 
 def write_folder(folder: Path, suffix: str = ".gz") -> dict[str, bytes]:

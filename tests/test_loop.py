@@ -13,8 +13,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autotune import loop, storage
-from autotune.batched import BatchedRDBStorage
+from autotune.fast._batched import BatchedRDBStorage
+from autotune.search import _loop as loop
+from autotune.storage import _storage as storage
 
 
 def new_study(tmp_path: Path, **storage_kwargs: object) -> optuna.Study:

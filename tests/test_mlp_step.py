@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autotune import onednn
-from autotune.config import TrainConfig
-from autotune.mlp_step import mlp_step
-from autotune.models import Dropout, build_model
-from autotune.train import evaluate, fit
+from autotune.fast import _onednn as onednn
+from autotune.fast._mlp_step import mlp_step
+from autotune.spec._config import TrainConfig
+from autotune.training._fit import evaluate, fit
+from autotune.training._models import Dropout, build_model
 
 SHAPE = (1, 6, 6)
 N_CLASSES = 5

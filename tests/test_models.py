@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from autotune.config import MODELS, TrainConfig
-from autotune.models import MODEL_BUILDERS, build_model, count_parameters
+from autotune.spec._config import MODELS, TrainConfig
+from autotune.training._models import MODEL_BUILDERS, build_model, count_parameters
 
 DIGITS = (1, 8, 8)
 MNIST = (1, 28, 28)
@@ -120,7 +120,7 @@ def test_cnn_head_has_fc_units_hidden_units() -> None:
 
 
 def test_dropout_keeps_each_value_with_probability_1_minus_p_and_rescales_it():
-    from autotune.models import Dropout
+    from autotune.training._models import Dropout
 
     layer = Dropout(0.3)
     x = torch.ones(400, 500, requires_grad=True)
@@ -138,7 +138,7 @@ def test_dropout_keeps_each_value_with_probability_1_minus_p_and_rescales_it():
 
 
 def test_dropout_matches_torch_dropout_in_distribution_across_rates():
-    from autotune.models import Dropout
+    from autotune.training._models import Dropout
 
     x = torch.randn(300, 300)
     for p in (0.1, 0.5, 0.9):
@@ -148,7 +148,7 @@ def test_dropout_matches_torch_dropout_in_distribution_across_rates():
 
 
 def test_keep_scales_draws_for_several_layers_what_one_call_per_layer_draws():
-    from autotune.models import keep_scales
+    from autotune.training._models import keep_scales
 
     numels = [6, 128, 33, 5]  # lanes left over in a word (6, 33, 5) are skipped alike
     torch.manual_seed(3)
@@ -161,7 +161,7 @@ def test_keep_scales_draws_for_several_layers_what_one_call_per_layer_draws():
 
 @pytest.mark.parametrize("p", [0.05, 0.5, 0.93])
 def test_keep_scales_keeps_with_probability_1_minus_p_and_scales_by_its_inverse(p: float):
-    from autotune.models import keep_scales
+    from autotune.training._models import keep_scales
 
     torch.manual_seed(0)
     (scales,) = keep_scales([400_000], p)
@@ -173,7 +173,7 @@ def test_keep_scales_keeps_with_probability_1_minus_p_and_scales_by_its_inverse(
 
 @pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.999])
 def test_keep_scales_keeps_exactly_the_values_whose_16_bit_lane_reaches_the_threshold(p: float):
-    from autotune.models import keep_scales
+    from autotune.training._models import keep_scales
 
     torch.manual_seed(5)
     (scales,) = keep_scales([1001], p)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from autotune import peak_memory
+from autotune.training import _peak_memory as peak_memory
 
 CPU = torch.device("cpu")
 
@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 # kept memory) made the result depend on the test order once; a trial's worker is fresh too.
 CPU_CHECK = """
 import json, torch
-from autotune import peak_memory
+from autotune.training import _peak_memory as peak_memory
 cpu = torch.device("cpu")
 peak_memory.reset(cpu)
 before = peak_memory.peak_mb(cpu)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from autotune import losses
 from autotune.errors import SpecError
-from autotune.spec import parse_spec
+from autotune.spec._spec import parse_spec
+from autotune.training import _losses as losses
 from tests.test_plugins import refused_with_storage_untouched, run
 
 DATA = '''

@@ -11,8 +11,8 @@ from typing import Any
 import optuna
 import pytest
 
-from autotune import report
-from autotune.study import METRIC_NAME
+from autotune.cli import _report as report
+from autotune.search._study import METRIC_NAME
 from tests.small_study import Console, SmallStudy, chromium, run_module, screenshot, small_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,7 +12,7 @@ import uuid
 import optuna
 import pytest
 
-from autotune.storage import open_storage
+from autotune.storage._storage import open_storage
 from tests.conftest import _skip_or_fail, write_study
 from tests.test_workers import SHARED_STUDY, start_run
 

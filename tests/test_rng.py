@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autotune import rng
+from autotune.training import _rng as rng
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

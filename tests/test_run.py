@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.study import DATA_SOURCE_ATTR, DEFINITION_ATTR, TEST_RESULT_ATTR
+from autotune.search._study import DATA_SOURCE_ATTR, DEFINITION_ATTR, TEST_RESULT_ATTR
 from tests.conftest import REPO, file_hashes, finished_in_copy, write_study
 from tests.test_workers import wait_for_trial_with_epochs
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autotune.samplers import build_pruner, prune_reason
+from autotune.search._samplers import build_pruner, prune_reason
 
 
 def study_with_complete_trials(curves: list[list[float]], direction: str = "maximize",

@@ -3,8 +3,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autotune import space
-from autotune.spec import parse_spec
+from autotune.spec import _space as space
+from autotune.spec._spec import parse_spec
 
 ALL_OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop", "nadam", "adadelta"]
 

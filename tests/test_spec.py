@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from autotune.errors import SpecError
-from autotune.spec import SHIPPED_DIR, load_spec, parse_spec, shipped_names
+from autotune.spec._spec import SHIPPED_DIR, load_spec, parse_spec, shipped_names
 
 MINIMAL = 'dataset = "digits"\n'
 

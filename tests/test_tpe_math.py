@@ -13,7 +13,7 @@ import json, sys, warnings
 import numpy as np
 import optuna
 from optuna.samplers._tpe import _truncnorm
-from autotune import tpe_math
+from autotune.fast import _tpe_math as tpe_math
 warnings.simplefilter("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 grid = np.concatenate([np.linspace(-45, 12, 400), [-1e3, -38.5, -20.0, -5.0, 0.0, 6.0, 8.5]])

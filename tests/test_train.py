@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from autotune.config import OPTIMIZERS, TrainConfig
 from autotune.errors import Diverged, UsageError
-from autotune.models import build_model
-from autotune.train import (
+from autotune.fast._malloc import keep_freed_memory
+from autotune.spec._config import OPTIMIZERS, TrainConfig
+from autotune.training._fit import (
     OPTIMIZER_FACTORIES,
     EpochResult,
     FitResult,
@@ -24,11 +24,11 @@ from autotune.train import (
     compile_model,
     evaluate,
     fit,
-    keep_freed_memory,
     n_batches_per_epoch,
     resolve_device,
     wants_channels_last,
 )
+from autotune.training._models import build_model
 
 N_CLASSES = 3
 
@@ -268,7 +268,7 @@ def test_resolve_device_rejects_an_unknown_name() -> None:
 def test_fit_resumed_from_a_checkpoint_matches_an_uninterrupted_fit() -> None:
     import io
 
-    from autotune.train import TrainState
+    from autotune.training._fit import TrainState
 
     x, y = _resume_data()
     cfg = TrainConfig(model="mlp", width=16, depth=1, dropout=0.3, optimizer="sgd", lr=0.05,
@@ -359,7 +359,7 @@ def test_fit_pads_random_crops_with_the_darkest_training_value() -> None:
 
 
 def test_fit_with_augmentation_resumes_exactly_from_a_checkpoint() -> None:
-    from autotune.train import TrainState
+    from autotune.training._fit import TrainState
 
     cfg = TrainConfig(width=8, dropout=0.2, max_epochs=3, crop_padding=2, hflip=True, seed=3)
     full = fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg)
@@ -384,7 +384,7 @@ def copy_state(state):  # type: ignore[no-untyped-def]
     """What a checkpoint file holds: a deep copy (fit hands out live CPU tensors)."""
     import io
 
-    from autotune.train import TrainState
+    from autotune.training._fit import TrainState
 
     buffer = io.BytesIO()
     torch.save(state.to_dict(), buffer)
@@ -453,7 +453,7 @@ def test_optimizers_take_one_fused_or_foreach_step_over_all_parameters(name: str
 
 
 def test_to_host_leaves_cpu_states_as_they_are() -> None:
-    from autotune.train import TrainState, to_host
+    from autotune.training._fit import TrainState, to_host
 
     weights = torch.ones(3)
     state = TrainState(epoch=1, model={"w": weights}, optimizer={"state": {}, "param_groups": []},
@@ -542,7 +542,7 @@ def test_fit_with_onecycle_spans_only_the_batches_max_batches_per_epoch_allows()
 
 
 def test_fit_with_onecycle_resumed_mid_run_matches_an_uninterrupted_fit() -> None:
-    from autotune.train import TrainState
+    from autotune.training._fit import TrainState
 
     cfg = TrainConfig(lr=0.05, schedule="onecycle", warmup_fraction=0.2, optimizer="adamw",
                       width=8, dropout=0.2, crop_padding=1, max_epochs=4, seed=5)

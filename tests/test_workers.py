@@ -14,9 +14,9 @@ import uuid
 import optuna
 import pytest
 
-from autotune import workers
 from autotune.errors import UsageError
-from autotune.storage import open_storage
+from autotune.launch import _local as workers
+from autotune.storage._storage import open_storage
 from tests.conftest import REPO, write_study
 
 SHARED_STUDY = """

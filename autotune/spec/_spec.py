@@ -1,0 +1,482 @@
+"""Study files: TOML under studies/ -> a validated, frozen StudySpec (SpecError on bad input)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.errors import SpecError
+from autotune.plugins import _references as plugins
+from autotune.search import _samplers as samplers
+from autotune.spec._config import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, field_types
+from autotune.training._losses import (
+    DEFAULT_LOSS,
+    DEFAULT_METRIC,
+    LOSSES,
+    METRICS,
+    check_pair,
+    default_metric,
+    task,
+)
+
+# Shipped study files live beside the package; $AUTOTUNE_STUDIES_DIR adds another place.
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "studies"
+
+TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
+            "final_train", "trial_weights", "budget", "sampler", "pruner", "fixed", "space",
+            "start_from", "loss", "metric"}
+BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
+PARAM_KEYS = {"low", "high", "log", "step", "choices"}
+# Fields a study sets in its own keys, not through [fixed] or [space].
+NOT_SEARCHABLE = {"seed", "max_epochs", "model"}
+ALLOWED_CHOICES = {"optimizer": OPTIMIZERS, "model": MODELS, "schedule": SCHEDULES}
+# What the final retrain of the best configuration trains on (autotune.search._final).
+FINAL_TRAIN = ("train", "train+val")
+# Which trials store their best epoch's weights as an artifact (autotune.search._objective).
+TRIAL_WEIGHTS = ("improving", "all", "none")
+# Flipping a digit left-right makes another symbol (or none): no label survives it.
+NO_HFLIP_DATASETS = ("digits", "mnist")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched hyperparameter: a numeric range or a list of choices."""
+
+    name: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything that defines a study: data, model, search space, algorithms and budget."""
+
+    name: str
+    dataset: str
+    model: str = "mlp"
+    loss: str = "cross_entropy"  # what trials train with (autotune.training._losses.LOSSES)
+    metric: str = "val_accuracy"  # what scores them; the study's direction follows it
+    description: str = ""
+    seed: int = 0  # sampler seed; trial k trains with torch seed `seed + k`
+    val_fraction: float = 0.1  # share of the training data held out for validation; (0, 1)
+    split_seed: int = 0  # seed of the train/validation split
+    # the final retrain of the best configuration, for its best epoch count, before the one
+    # test evaluation: "train" reproduces the validated model; "train+val" adds the
+    # validation images (more data, usually a little higher test accuracy)
+    final_train: str = "train"
+    # trials that store their best epoch's weights: "improving" (those that were the study's
+    # best when they finished, so the best trial always has them), "all" or "none"
+    trial_weights: str = "improving"
+    n_trials: int = 20  # study-wide total of finished (complete + pruned) trials
+    timeout_s: float | None = None  # stop starting trials after this many seconds of a run
+    max_epochs: int = 10  # epochs per trial unless pruned
+    sampler: str = "tpe"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields held constant
+    space: tuple[ParamSpec, ...] = ()
+    # configurations tried first ([[start_from]] tables: a value per searched param, or some);
+    # queued once when the study is created, the sampler's own picks follow
+    start_from: tuple[dict[str, Any], ...] = ()
+    path: str = ""  # where the spec was read from
+    text: str = ""  # the study file's raw text, stored on the study
+
+    def definition(self) -> dict[str, Any]:
+        """What must match for a run to resume this study (everything but budget and labels)."""
+        keep = {"dataset", "model", "seed", "val_fraction", "split_seed", "max_epochs",
+                "sampler", "sampler_options", "pruner", "pruner_options", "fixed"}
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k in keep}
+        out["space"] = {
+            p.name: {k: (list(v) if isinstance(v, tuple) else v)
+                     for k, v in dataclasses.asdict(p).items() if k != "name" and v is not None}
+            for p in self.space
+        }
+        for key in ("model", "dataset"):  # the code itself: a resume on changed code
+            if plugins.is_reference(getattr(self, key)):
+                out[f"{key}_code"] = plugins.code_hash(getattr(self, key),
+                                                       Path(self.path).parent)
+        for key, default in (("loss", DEFAULT_LOSS), ("metric", DEFAULT_METRIC)):
+            if getattr(self, key) != default:  # so studies stored before them still match
+                out[key] = getattr(self, key)
+        if self.start_from:  # only when given, so studies stored before it still match
+            out["start_from"] = [dict(e) for e in self.start_from]
+        return out
+
+
+def find_study_file(study: str) -> Path:
+    """Resolve --study: a path to a .toml file, or the name of a shipped study."""
+    as_path = Path(study)
+    if not study.strip():
+        raise SpecError("--study is empty; give a shipped study's name "
+                        f"({', '.join(shipped_names()) or 'none'}) or a .toml file's path")
+    if as_path.is_dir():
+        raise SpecError(f"study '{study}' is a directory; give a .toml study file inside it")
+    if study.endswith(".toml") or os.sep in study:
+        if not as_path.is_file():
+            raise SpecError(f"study file '{study}' does not exist")
+        return as_path
+    for folder in study_dirs():
+        candidate = folder / f"{study}.toml"
+        if candidate.is_file():
+            return candidate
+    raise SpecError(f"unknown study '{study}'; available: {', '.join(shipped_names()) or 'none'}"
+                    " (or pass a path to a .toml study file)")
+
+
+def study_dirs() -> list[Path]:
+    """Folders searched for study names: $AUTOTUNE_STUDIES_DIR first, then the shipped ones."""
+    extra = os.environ.get("AUTOTUNE_STUDIES_DIR")
+    return ([Path(extra)] if extra else []) + [SHIPPED_DIR]
+
+
+def shipped_names() -> list[str]:
+    """Names of every study file found in the study folders."""
+    return sorted({p.stem for d in study_dirs() if d.is_dir() for p in d.glob("*.toml")})
+
+
+def load_spec(study: str) -> StudySpec:
+    """Read and validate a study by name or path."""
+    path = find_study_file(study)
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    return parse_spec(raw, path=str(path), text=text, default_name=path.stem)
+
+
+def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: str = "study"
+               ) -> StudySpec:
+    """Validate a parsed study file; every error names the file, the key and what is allowed."""
+    v = _Validator(path)
+    v.keys(raw, TOP_KEYS, "")
+    budget = v.table(raw, "budget")
+    v.keys(budget, BUDGET_KEYS, "budget.")
+    spec = StudySpec(
+        name=v.study_name(raw, default_name),
+        description=v.typed(raw, "description", str, ""),
+        dataset=v.dataset(raw),
+        model=v.model(raw),
+        loss=v.one_of(raw, "loss", tuple(LOSSES), DEFAULT_LOSS),
+        seed=v.typed(raw, "seed", int, 0),
+        val_fraction=v.number(raw, "val_fraction", 0.1, low=0.0, high=1.0, open_=True) or 0.1,
+        split_seed=v.typed(raw, "split_seed", int, 0),
+        final_train=v.one_of(raw, "final_train", FINAL_TRAIN, "train"),
+        trial_weights=v.one_of(raw, "trial_weights", TRIAL_WEIGHTS, "improving"),
+        n_trials=v.positive_int(budget, "n_trials", 20, "budget."),
+        timeout_s=v.number(budget, "timeout_s", None, low=0.0, prefix="budget.", open_=True),
+        max_epochs=v.positive_int(budget, "max_epochs", 10, "budget."),
+        path=path,
+        text=text,
+    )
+    metric = v.one_of(raw, "metric", tuple(METRICS), default_metric(spec.loss))
+    mismatch = check_pair(spec.loss, metric)
+    if mismatch:
+        raise v.fail("metric", mismatch)
+    spec = dataclasses.replace(spec, metric=metric)
+    if task(spec.loss) == "regression" and not plugins.is_reference(spec.dataset):
+        raise v.fail("loss", f"'{spec.loss}' is a regression loss and the built-in dataset "
+                     f"'{spec.dataset}' has class labels; use cross_entropy or hinge, or "
+                     "your own dataset (dataset = \"data.py:load\")")
+    sampler, sampler_options = v.algorithm(raw, "sampler", samplers.SAMPLERS, "tpe")
+    pruner, pruner_options = v.algorithm(raw, "pruner", samplers.PRUNERS, "median")
+    fixed = v.fixed(raw)
+    space = v.space(raw, fixed)
+    v.no_hflip(spec.dataset, fixed, space)
+    start_from = v.start_from(raw, space)
+    spec = dataclasses.replace(spec, sampler=sampler, sampler_options=sampler_options,
+                               pruner=pruner, pruner_options=pruner_options, fixed=fixed,
+                               space=space, start_from=start_from)
+    check_algorithms(spec)
+    return spec
+
+
+def check_algorithms(spec: StudySpec) -> None:
+    """Build the sampler and pruner once so option values Optuna rejects fail here, early."""
+    for kind, build in (("sampler", lambda: samplers.build_sampler(
+            spec.sampler, spec.sampler_options, spec.seed)),
+                        ("pruner", lambda: samplers.build_pruner(
+            spec.pruner, spec.pruner_options, spec.max_epochs))):
+        try:
+            build()
+        except (TypeError, ValueError, ImportError) as exc:
+            name = spec.sampler if kind == "sampler" else spec.pruner
+            raise SpecError(f"{spec.path}: {kind} '{name}' rejects its options: {exc}") from None
+
+
+def check_study_name(name: str, where: str) -> str:
+    """A study's name in storage: not empty, no edge whitespace (it could not be told apart
+    from another in a listing); SpecError naming `where` it came from otherwise."""
+    if not name.strip():
+        raise SpecError(f"{where}: the study name is empty; give a name such as 'my-study'")
+    if name != name.strip():
+        raise SpecError(f"{where}: the study name {name!r} starts or ends with whitespace")
+    return name
+
+
+class _Validator:
+    """Reads values out of a parsed study file, raising SpecError with file and key named."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.user_model = False  # a user's model takes params of any name
+
+    def dataset(self, raw: dict[str, Any]) -> str:
+        value = raw.get("dataset")
+        if isinstance(value, str) and plugins.is_reference(value):
+            plugins.load_function(value, Path(self.path).parent, f"{self.path}: dataset")
+            return value
+        return self.one_of(raw, "dataset", DATASETS, None)
+
+    def model(self, raw: dict[str, Any]) -> str:
+        value = raw.get("model", "mlp")
+        if isinstance(value, str) and plugins.is_reference(value):
+            plugins.load_function(value, Path(self.path).parent, f"{self.path}: model")
+            self.user_model = True
+            return value
+        return self.one_of(raw, "model", MODELS, "mlp")
+
+    def user_param_type(self, key: str, entry: Any) -> type:
+        """The type of a parameter only the user's model knows, from its values."""
+        values = entry.get("choices") if isinstance(entry, dict) and "choices" in entry else (
+            [entry.get("low"), entry.get("high")] if isinstance(entry, dict) else [entry])
+        values = values if isinstance(values, list) else [values]
+        for kind in (bool, str):
+            if values and all(isinstance(v, kind) for v in values):
+                return kind
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return int
+        if values and all(isinstance(v, int | float) and not isinstance(v, bool)
+                          for v in values):
+            return float
+        raise self.fail(key, f"values must be numbers, strings or booleans, got {entry!r}")
+
+    def fail(self, key: str, message: str) -> SpecError:
+        return SpecError(f"{self.path}: {key}: {message}")
+
+    def keys(self, table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(prefix + key,
+                                f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+    def table(self, raw: dict[str, Any], key: str) -> dict[str, Any]:
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table ([{key}]), got {value!r}")
+        return value
+
+    def typed(self, raw: dict[str, Any], key: str, kind: type, default: Any,
+              prefix: str = "") -> Any:
+        if key not in raw:
+            return default
+        value = raw[key]
+        if not _is_type(value, kind):
+            raise self.fail(prefix + key, f"must be {_type_name(kind)}, got {value!r}")
+        return float(value) if kind is float else value
+
+    def study_name(self, raw: dict[str, Any], default: str) -> str:
+        name: str = self.typed(raw, "name", str, default)
+        return check_study_name(name, f"{self.path}: name")
+
+    def one_of(self, raw: dict[str, Any], key: str, allowed: tuple[str, ...],
+               default: str | None, prefix: str = "") -> str:
+        if key not in raw and default is None:
+            raise self.fail(prefix + key, f"is required; allowed: {', '.join(allowed)}")
+        value = self.typed(raw, key, str, default, prefix)
+        if value not in allowed:
+            raise self.fail(prefix + key,
+                            f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+        return value
+
+    def positive_int(self, raw: dict[str, Any], key: str, default: int, prefix: str) -> int:
+        value = self.typed(raw, key, int, default, prefix)
+        if value < 1:
+            raise self.fail(prefix + key, f"must be an integer >= 1, got {value!r}")
+        return value
+
+    def number(self, raw: dict[str, Any], key: str, default: float | None, *, low: float,
+               high: float = math.inf, prefix: str = "", open_: bool = False) -> float | None:
+        value = self.typed(raw, key, float, default, prefix)
+        if value is None:
+            return None
+        ok = low < value < high if open_ else low <= value <= high
+        if not ok or not math.isfinite(value):
+            bounds = f"({low:g}, {high:g})" if open_ else f"[{low:g}, {high:g}]"
+            raise self.fail(prefix + key, f"must be in {bounds}, got {value!r}")
+        return value
+
+    def algorithm(self, raw: dict[str, Any], key: str, registry: dict[str, Any],
+                  default: str) -> tuple[str, dict[str, Any]]:
+        table = dict(self.table(raw, key))
+        name = self.one_of(table, "name", tuple(registry), default, f"{key}.")
+        table.pop("name", None)
+        allowed = samplers.allowed_options(registry[name])
+        if key == "pruner":
+            allowed = sorted(allowed + list(samplers.PATIENCE_OPTIONS))
+        for option, value in table.items():
+            if option not in allowed:
+                hint = ", ".join(allowed) if allowed else "none"
+                raise self.fail(f"{key}.{option}",
+                                f"unknown option for {key} '{name}'; allowed: name, {hint}")
+            if not isinstance(value, (bool, int, float, str)):
+                raise self.fail(f"{key}.{option}", f"must be a number, boolean or string, "
+                                f"got {value!r}")
+        return name, table
+
+    def fixed(self, raw: dict[str, Any]) -> dict[str, Any]:
+        table = self.table(raw, "fixed")
+        types = field_types()
+        settable = sorted(set(types) - NOT_SEARCHABLE)
+        out: dict[str, Any] = {}
+        for key in table:
+            if key not in settable and self.user_model:  # a param of the user's model
+                out[key] = self.typed(table, key, self.user_param_type(f"fixed.{key}",
+                                                                        table[key]), None,
+                                      "fixed.")
+                continue
+            if key not in settable:
+                raise self.fail(f"fixed.{key}", f"unknown key; allowed: {', '.join(settable)}")
+            out[key] = self.typed(table, key, types[key], None, "fixed.")
+            self.check_value(f"fixed.{key}", key, out[key])
+        return out
+
+    def space(self, raw: dict[str, Any], fixed: dict[str, Any]) -> tuple[ParamSpec, ...]:
+        table = self.table(raw, "space")
+        types = field_types()
+        settable = sorted(set(types) - NOT_SEARCHABLE)
+        params = []
+        for name, entry in table.items():
+            key = f"space.{name}"
+            if name not in settable and not self.user_model:
+                raise self.fail(key, f"unknown hyperparameter; allowed: {', '.join(settable)} "
+                                "(or any name, for your own model = 'file.py:function')")
+            if name in fixed:
+                raise self.fail(key, "is also set in [fixed]; keep it in one of the two")
+            if not isinstance(entry, dict):
+                raise self.fail(key, f"must be a table with low/high or choices, got {entry!r}")
+            self.keys(entry, PARAM_KEYS, key + ".")
+            kind = types[name] if name in types else self.user_param_type(key, entry)
+            params.append(self.param(name, entry, kind))
+        return tuple(params)
+
+    def start_from(self, raw: dict[str, Any], space: tuple[ParamSpec, ...]
+                   ) -> tuple[dict[str, Any], ...]:
+        """[[start_from]] tables: each names searched params with a value inside their range."""
+        entries = raw.get("start_from", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise self.fail("start_from", "must be tables ([[start_from]] with param = value "
+                            f"lines), got {entries!r}")
+        params = {p.name: p for p in space}
+        types = field_types()
+        for i, entry in enumerate(entries):
+            for name, value in entry.items():
+                key = f"start_from[{i}].{name}"
+                param = params.get(name)
+                if param is None:
+                    raise self.fail(key, "is not a searched param; allowed: "
+                                    f"{', '.join(sorted(params)) or 'none ([space] is empty)'}")
+                if param.choices is not None:
+                    if value not in param.choices or type(value) is not type(param.choices[0]):
+                        raise self.fail(key, f"must be one of {list(param.choices)}, "
+                                        f"got {value!r}")
+                elif not _is_type(value, kind := types.get(name) or type(param.low)) or not (
+                        param.low <= value <= param.high):  # type: ignore[operator]
+                    raise self.fail(key, f"must be {_type_name(kind)} in "
+                                    f"[{param.low}, {param.high}], got {value!r}")
+        return tuple(dict(e) for e in entries)
+
+    def param(self, name: str, entry: dict[str, Any], kind: type) -> ParamSpec:
+        key = f"space.{name}"
+        if "choices" in entry:
+            extra = sorted(set(entry) - {"choices"})
+            if extra:
+                raise self.fail(f"{key}.{extra[0]}", "cannot be combined with choices")
+            return ParamSpec(name, choices=self.choices(name, entry["choices"], kind))
+        if kind in (bool, str):
+            raise self.fail(key, f"is {_type_name(kind)}: give choices = [...]")
+        for bound in ("low", "high"):
+            if bound not in entry:
+                raise self.fail(key, f"needs low and high (or choices); {bound} is missing")
+        low = self.typed(entry, "low", kind, None, key + ".")
+        high = self.typed(entry, "high", kind, None, key + ".")
+        log = self.typed(entry, "log", bool, False, key + ".")
+        step = self.typed(entry, "step", kind, None, key + ".")
+        if low > high:
+            raise self.fail(f"{key}.low", f"must be <= high ({high!r}), got {low!r}")
+        if log and low <= 0:
+            raise self.fail(f"{key}.low", f"must be > 0 when log = true, got {low!r}")
+        if step is not None and log:
+            raise self.fail(f"{key}.step", "cannot be combined with log = true")
+        if step is not None and step <= 0:
+            raise self.fail(f"{key}.step", f"must be > 0, got {step!r}")
+        self.check_value(f"{key}.low", name, low)
+        self.check_value(f"{key}.high", name, high)
+        return ParamSpec(name, low=low, high=high, log=log, step=step)
+
+    def choices(self, name: str, values: Any, kind: type) -> tuple[Any, ...]:
+        key = f"space.{name}.choices"
+        if not isinstance(values, list) or not values:
+            raise self.fail(key, f"must be a non-empty list, got {values!r}")
+        if len(set(map(repr, values))) != len(values):
+            raise self.fail(key, f"has duplicates: {values!r}")
+        out = []
+        for value in values:
+            if not _is_type(value, kind):
+                raise self.fail(key, f"every choice must be {_type_name(kind)}, got {value!r}")
+            value = float(value) if kind is float else value
+            allowed = ALLOWED_CHOICES.get(name)
+            if allowed and value not in allowed:
+                raise self.fail(key, f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+            self.check_value(key, name, value)
+            out.append(value)
+        return tuple(out)
+
+    def no_hflip(self, dataset: str, fixed: dict[str, Any], space: tuple[ParamSpec, ...]
+                 ) -> None:
+        """Refuse horizontal flips where they change the label (digits)."""
+        if dataset not in NO_HFLIP_DATASETS:
+            return
+        searched = next((p for p in space if p.name == "hflip"), None)
+        if fixed.get("hflip") is True:
+            key, value = "fixed.hflip", "true"
+        elif searched is not None and True in (searched.choices or ()):
+            key, value = "space.hflip.choices", "[true, ...]"
+        else:
+            return
+        raise self.fail(key, f"{value} is not allowed for dataset {dataset!r}: a flipped digit "
+                        "is another symbol; allowed: false (flips suit fashion-mnist)")
+
+    def check_value(self, key: str, name: str, value: Any) -> None:
+        """Let TrainConfig judge one value (e.g. momentum must stay below 1); a param only the
+        user's model knows is the model's to judge."""
+        if name not in field_types():
+            return
+        try:
+            TrainConfig(**{name: value})
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+
+
+def _is_type(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: type) -> str:
+    return {bool: "a boolean (true/false)", int: "an integer", float: "a number",
+            str: "a string"}[kind]
