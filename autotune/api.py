@@ -1,6 +1,6 @@
 """`autotune.tune(...)`: a search from Python, with a study file or with your functions.
 
-The same search `python -m autotune.run` runs (that command is the same entry): stored
+The same search `autotune run` runs (both wrap one entry, `search._session.run`): stored
 definition, resume, workers, heartbeats, checkpoints and reports all work alike.
 """
 
@@ -29,17 +29,22 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
          fixed: dict[str, Any] | None = None, n_trials: int | None = None,
          max_epochs: int | None = None, storage: str | None = None, workers: int = 1,
          seed: int | None = None, sampler: str | None = None, pruner: str | None = None,
-         device: str = "auto", data_dir: str | None = None,
+         device: str = "auto", data_dir: str | None = None, timeout_s: float | None = None,
+         artifacts: str | None = None, checkpoint_every_s: float | None = None,
          allow_changes: bool = False) -> optuna.Study:
     """Run (or resume) a search and return its `optuna.Study`.
 
     Either `study`, a study file's path or a shipped study's name, or the study itself:
     `name`, `data` and `model` (built-in names, "file.py:function" references, or
     module-level functions, which every worker imports by their file), plus `loss`,
-    `metric`, `space`, `fixed`. `n_trials`, `max_epochs`, `seed`, `sampler` and `pruner`
-    override either, as the command's flags do. Raises UsageError for bad input (nothing
-    stored is changed) and AutotuneError when the run fails.
+    `metric`, `space`, `fixed`. `n_trials`, `max_epochs`, `seed`, `sampler`, `pruner` and
+    `timeout_s` override either, as the command's flags do (`name` renames a study file's
+    study, as --study-name). Raises UsageError for bad input (nothing stored is changed),
+    KeyboardInterrupt when interrupted (finished trials are kept) and AutotuneError when the
+    run fails. `autotune run` runs the same entry (`search._session.run`).
     """
+    from autotune.search import _session as session
+
     rename = name if study is not None else None  # a study file's own name, overridden
     if study is None:
         study = write_study_file(name=name, model=model, data=data, loss=loss, metric=metric,
@@ -47,22 +52,18 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
     elif any(v is not None for v in (model, data, loss, metric, space, fixed)):
         raise UsageError("tune(): give a study file, or model/data/loss/metric/space/fixed, "
                          "not both")
-    argv = ["--study", str(study), "--workers", str(workers), "--device", device]
-    for flag, value in (("--storage", storage), ("--n-trials", n_trials),
-                        ("--max-epochs", max_epochs), ("--seed", seed),
-                        ("--sampler", sampler), ("--pruner", pruner),
-                        ("--data-dir", data_dir),
-                        ("--study-name", rename)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if allow_changes:
-        argv.append("--allow-changes")
-    from autotune.cli import _run as run
-
-    code = run.main(argv)
-    if code == run.EXIT_USAGE:
+    options = session.Options(
+        study=str(study), study_name=rename, storage=storage, n_trials=n_trials,
+        timeout=timeout_s, max_epochs=max_epochs, seed=seed, sampler=sampler, pruner=pruner,
+        device=device, data_dir=data_dir, artifacts=artifacts, workers=workers,
+        checkpoint_every=checkpoint_every_s, allow_changes=allow_changes)
+    code = session.run(options)
+    if code == session.EXIT_USAGE:
         raise UsageError("tune(): refused; the reason is on the line above")
-    if code != run.EXIT_OK:
+    if code == session.EXIT_INTERRUPTED:
+        raise KeyboardInterrupt("tune(): interrupted; finished trials are kept, call it again "
+                                "to resume")
+    if code != session.EXIT_OK:
         raise AutotuneError(f"tune(): the search ended with exit code {code}; see above")
     from autotune.spec._spec import load_spec
 

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 import pytest
 
-from autotune.cli._notes import write_study_note
+from autotune.search._notes import write_study_note
 from tests.conftest import REPO, _skip_or_fail, write_study
 
 NAME = "viz"

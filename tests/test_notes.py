@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from autotune.cli._notes import study_note
+from autotune.search._notes import study_note
 from autotune.search._study import METRIC_NAME, TEST_RESULT_ATTR
 
 
@@ -44,7 +44,7 @@ def test_the_note_is_written_without_importing_the_dashboard_app(tmp_path) -> No
     db = tmp_path / "notes.db"
     code = f"""
 import sys, optuna
-from autotune.cli._notes import write_study_note, study_note
+from autotune.search._notes import write_study_note, study_note
 study = optuna.create_study(storage="sqlite:///{db}", study_name="s", direction="maximize")
 study.add_trial(optuna.trial.create_trial(value=0.5))
 write_study_note(study)

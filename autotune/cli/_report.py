@@ -16,8 +16,8 @@ import optuna
 import sqlalchemy
 
 from autotune.cli import _common as cli
-from autotune.cli import _summary as summary
 from autotune.errors import UsageError
+from autotune.search import _summary as summary
 from autotune.search._study import DEFINITION_ATTR, TEST_RESULT_ATTR, metric_name
 from autotune.storage import _storage as storage
 from autotune.storage import _stored as stored

@@ -10,8 +10,8 @@ from typing import Any
 
 import optuna
 
-from autotune.cli._summary import format_value, state_counts
 from autotune.search._study import DATA_SOURCE_ATTR, DEFINITION_ATTR, TEST_RESULT_ATTR, metric_name
+from autotune.search._summary import format_value, state_counts
 
 
 def write_study_note(study: optuna.Study) -> None:

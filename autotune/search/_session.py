@@ -1,0 +1,424 @@
+"""One search, start to end: `run(Options)` -> exit code. `autotune run` (python -m
+autotune.run) and `autotune.tune` are two thin wrappers over it: the command parses its
+flags into `Options`, `tune` takes them as arguments.
+
+It loads the study's spec, installs the plugins, opens the storage, loads the data,
+creates or resumes the study, runs this process's trials or K workers, evaluates the chosen
+configuration once on test, and writes the summary and the dashboard note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import optuna
+import sqlalchemy.engine
+import sqlalchemy.exc
+
+from autotune import _env as env
+from autotune.errors import AutotuneError, Diverged, UsageError, UserCodeError
+from autotune.launch import _local as workers
+from autotune.plugins import _references as plugins
+from autotune.plugins._installed import load_installed
+from autotune.search import _budget as budget
+from autotune.search import _loop as loop
+from autotune.search import _summary as summary
+from autotune.search._study import (
+    ARTIFACT_DIR_ATTR,
+    DEFINITION_ATTR,
+    FINISHED,
+    check_data_source,
+    check_definition,
+    count_finished,
+    create_study,
+    find_study,
+    metric_name,
+    resume_study,
+)
+from autotune.spec._config import CHECKPOINT_ENV, CHECKPOINT_EVERY_S
+from autotune.spec._spec import (
+    StudySpec,
+    check_algorithms,
+    check_study_name,
+    load_spec,
+)
+from autotune.storage import _storage as storage
+from autotune.training import _idx_files as idx_files
+from autotune.training._losses import task
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_WORKER_ROUNDS = 5  # restarts of the worker pool while dead workers' trials are retried
+# A run stops (exit 1) after this many failed trials in a row: the search space or the data
+# is broken, and trying more would loop forever without finishing a trial.
+MAX_CONSECUTIVE_FAILURES = 10
+
+
+
+
+@dataclass(frozen=True)
+class Options:
+    """What one run is asked to do: the command's flags, `tune()`'s arguments (None: the
+    study file's value, or the default)."""
+
+    study: str  # a shipped study's name or a study file's path
+    study_name: str | None = None
+    storage: str | None = None  # URL; None: $AUTOTUNE_STORAGE, else the default SQLite file
+    n_trials: int | None = None  # study-wide total of finished trials
+    timeout: float | None = None  # seconds of this run after which no trial starts
+    max_epochs: int | None = None
+    seed: int | None = None
+    sampler: str | None = None
+    pruner: str | None = None
+    device: str = "auto"  # auto, cpu, cuda
+    data_dir: str | None = None
+    artifacts: str | None = None
+    workers: int = 1  # processes on this machine
+    checkpoint_every: float | None = None  # seconds between a trial's checkpoints
+    worker_index: int | None = None  # set in the workers a run starts
+    threads: int | None = None  # torch threads of a worker
+    allow_changes: bool = False  # resume although the definition or data source changed
+
+
+def run(options: Options) -> int:
+    """Run (or resume) the search `options` ask for; returns the exit code (0 done, 1 failed,
+    2 bad usage or configuration, 130 interrupted), each error told in one line on stderr."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial replaces it
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return search(options)
+    except UsageError as exc:
+        _log(f"error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _log("interrupted: finished trials are saved and the running one is marked failed; "
+             "run the same command again to resume")
+        return EXIT_INTERRUPTED
+    except AutotuneError as exc:
+        _log(f"error: {exc}")
+        return EXIT_FAILURE
+    except sqlalchemy.exc.OperationalError as exc:
+        _log(f"error: storage unreachable or failing: {str(exc.orig).strip().splitlines()[0]}")
+        return EXIT_FAILURE
+    except Exception:  # a bug or an unexpected failure: show everything
+        traceback.print_exc()
+        return EXIT_FAILURE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        storage.close_all()  # the SQLite file whole (WAL folded in), whatever the exit
+
+
+
+
+def search(args: Options) -> int:
+    """`run` without the error handling: raises UsageError, AutotuneError, KeyboardInterrupt."""
+    spec = apply_flags(load_spec(args.study), args)
+    checkpoint_every_s = checkpoint_every(args.checkpoint_every)
+    check_environment()  # a bad setting is refused before storage is touched
+    load_installed()  # plugins (autotune.fast) plug into the hooks of fit and storage
+    # a forked worker has the data already; a user's data set is read by its own code
+    if "autotune.training._data" not in sys.modules and not plugins.is_reference(spec.dataset):
+        # the data's files decompress on another core while torch loads (~0.25 s saved)
+        idx_files.read_ahead(spec.dataset, args.data_dir)
+    url = storage.resolve_url(args.storage)
+    # opened before torch loads: a server that does not answer is reported within a second
+    store = storage.open_storage(url)
+    # torch loads only now, so --help and bad input answer in well under a second of it.
+    from autotune.search._final import evaluate_best
+    from autotune.search._notes import write_study_note
+    from autotune.search._objective import Objective, requeue_interrupted
+    from autotune.training import _artifacts as artifacts
+    from autotune.training._data import load_splits
+    from autotune.training._fit import resolve_device
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    existing = find_study(store, spec.name)
+    if existing is not None:
+        existing = wait_for_definition(store, spec.name)  # it may be seconds old
+        for diff in check_definition(existing, spec, allow_changes=args.allow_changes):
+            _log(f"warning: definition changed ({diff}); continuing because of --allow-changes")
+    splits = load_splits(spec.dataset, data_dir=args.data_dir, val_fraction=spec.val_fraction,
+                         split_seed=spec.split_seed, device=device, on_notice=_log,
+                         base_dir=Path(spec.path).parent, task=task(spec.loss))
+    if args.worker_index is None and (plugins.is_reference(spec.model)
+                                      or plugins.is_reference(spec.dataset)):
+        check_user_model(spec, splits)  # before the study is created or changed
+    if existing is None:
+        artifact_dir = artifacts.resolve_dir(args.artifacts, url)
+        storage.prepare_for_writes(store)  # every check passed: writes may change the file
+        try:
+            study = create_study(store, spec, data_source=splits.source,
+                                 sampler_seed=spec.seed, artifact_dir=str(artifact_dir))
+            _log(f"created study '{spec.name}' in {storage.mask(url)} (data: {splits.source}; "
+                 f"{splits.held})")
+        except optuna.exceptions.DuplicatedStudyError:  # another machine created it just now
+            existing = wait_for_definition(store, spec.name)
+            check_definition(existing, spec, allow_changes=args.allow_changes)
+    if existing is not None:
+        stored_dir = existing.user_attrs.get(ARTIFACT_DIR_ATTR)
+        artifact_dir = artifacts.resolve_dir(args.artifacts, url) if (
+            args.artifacts or not stored_dir) else Path(stored_dir)
+        source_diff = check_data_source(existing, splits.source,
+                                        allow_changes=args.allow_changes)
+        if source_diff:
+            _log(f"warning: {source_diff}; continuing because of --allow-changes")
+        storage.prepare_for_writes(store)
+        study = resume_study(store, spec, sampler_seed=worker_seed(spec.seed, existing))
+        if args.worker_index is None:
+            _log(f"resuming study '{spec.name}' in {storage.mask(url)}: "
+                 f"{count_finished(study)} of {spec.n_trials} trials finished (data: "
+                 f"{splits.held})")
+    if args.worker_index is None:
+        requeued = requeue_interrupted(study)
+        if requeued:
+            _log(f"requeued interrupted trial(s) {', '.join(map(str, requeued))}; they resume "
+                 "from their last checkpoint")
+    if args.workers > 1:
+        stopped_early = run_workers(study, spec, args)
+    else:
+        objective = Objective(spec, splits, device, artifacts.open_store(artifact_dir),
+                              checkpoint_every_s=checkpoint_every_s)
+        prefix = f"w{args.worker_index} " if args.worker_index is not None else ""
+        stopped_early = optimize(study, spec, objective, prefix)
+    if args.worker_index is not None:  # the parent evaluates and summarises once
+        return EXIT_FAILURE if stopped_early else EXIT_OK
+    test = evaluate_best(study, spec, splits, device,
+                         store=artifacts.open_store(artifact_dir))
+    write_study_note(study)  # the best trial at a glance on the dashboard's study page
+    print("\n".join(summary.summary_lines(study, storage.mask(url), test)))
+    return EXIT_FAILURE if stopped_early else EXIT_OK
+
+
+def check_user_model(spec: StudySpec, splits: Any) -> None:
+    """Build the user's model once with each searched param at its first value (choices[0],
+    else low) and run one batch of validation data through it: UsageError (exit 2) naming
+    the study file if it fails, returns no nn.Module, or gives outputs that do not fit the
+    data's classes."""
+    import torch
+
+    from autotune.spec._space import model_params, to_config
+    from autotune.training import _streams as streams
+    from autotune.training._models import build_for
+
+    params = {p.name: p.choices[0] if p.choices is not None else p.low for p in spec.space}
+    where = f"{spec.path}: model '{spec.model}'"
+    try:
+        cfg = to_config(spec, params, seed=spec.seed)
+        model = build_for(spec.model, Path(spec.path).parent, cfg, model_params(spec, params),
+                          splits.input_shape, splits.n_outputs).to(splits.x_val.device)
+        batch = streams.first(splits.x_val, 2)
+        with torch.no_grad():
+            outputs = model.eval()(batch)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"{where} fails on a first batch: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    wanted = (len(batch), splits.n_outputs)
+    regression = task(spec.loss) == "regression"
+    fits = isinstance(outputs, torch.Tensor) and (
+        outputs.numel() == math.prod(wanted) and len(outputs) == wanted[0] if regression
+        else tuple(outputs.shape) == wanted)
+    if not fits:
+        got = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
+        per = (f"one per target ({splits.n_outputs} per example)" if regression
+               else f"one output per class ({splits.n_outputs} classes)")
+        raise UsageError(f"{where} gives outputs of shape {got} for a batch of "
+                         f"{wanted[0]}; the loss '{spec.loss}' needs {wanted}: {per}")
+
+
+def wait_for_definition(store: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    """The stored study, given a few seconds to receive its definition if another process
+    is creating it right now (a study without one is then not autotune's)."""
+    for _ in range(50):
+        study = find_study(store, name)
+        if study is not None and DEFINITION_ATTR in study.user_attrs:
+            return study
+        time.sleep(0.1)
+    if study is None:
+        raise AutotuneError(f"study '{name}' disappeared from storage while starting")
+    return study
+
+
+def worker_seed(seed: int, study: optuna.Study) -> int:
+    """A sampler seed no other process shares: workers on different machines, and resumed
+    runs, must not replay each other's random start-up points."""
+    key = f"{seed}:{socket.gethostname()}:{os.getpid()}:{len(study.trials)}:{time.time_ns()}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+
+
+def run_workers(study: optuna.Study, spec: StudySpec, args: Options) -> bool:
+    """Start K worker processes on this machine and wait for them; True if one failed."""
+    import torch
+
+    placements = workers.plan(args.workers, args.device, torch.cuda.device_count(),
+                              workers.n_cores())
+    base = worker_argv(args)
+    forking = workers.can_fork(placements)
+    how = "forks of this process" if forking else "new processes"
+    _log(f"starting {args.workers} workers ({how}): " + ", ".join(
+        f"w{p.index} {p.device} {p.threads} thread(s)" for p in placements))
+
+    def watchdog() -> None:
+        # A killed worker's trial turns stale after the grace period: mark it failed now, so
+        # the retry callback queues it (same params) for a live worker to resume.
+        loop.fail_stale_trials(study)  # no-op without heartbeats (journal)
+
+    for _ in range(MAX_WORKER_ROUNDS):
+        if forking:  # each a copy of this process, its data loaded: ~0.1 s to a first trial
+            _close_connections(study._storage)
+            codes = workers.fork(
+                [functools.partial(run, for_worker(args, p)) for p in placements],
+                tick=watchdog, tick_s=storage.heartbeat_s())
+        else:  # fresh interpreters, seconds each before their first trial
+            codes = workers.spawn([workers.worker_command(base, p) for p in placements],
+                                  tick=watchdog, tick_s=storage.heartbeat_s())
+        for placement, code in zip(placements, codes, strict=True):
+            if code < 0:
+                _log(f"worker w{placement.index} was killed by signal {-code}; its trial will "
+                     "be retried from its last checkpoint")
+        if any(code not in (EXIT_OK, EXIT_FAILURE) and code >= 0 for code in codes):
+            raise AutotuneError(f"workers exited with codes {codes}; see their errors above")
+        if count_finished(study) >= spec.n_trials or EXIT_FAILURE in codes or args.timeout:
+            return EXIT_FAILURE in codes
+        # Workers stopped while a dead worker's trial still counted as running: wait until it
+        # is stale, fail it (queueing its retry), and start another round.
+        _log("a dead worker's trial is still marked running; retrying it once it is stale")
+        time.sleep(storage.grace_s() + storage.heartbeat_s())
+        watchdog()
+    _log(f"error: {count_finished(study)} of {spec.n_trials} trials finished after "
+         f"{MAX_WORKER_ROUNDS} rounds of workers; trials still marked running cannot be "
+         "recovered without heartbeats (journal storage): rerun after they are resolved")
+    return True
+
+
+def _close_connections(store: optuna.storages.BaseStorage) -> None:
+    """Close the database connections this process holds, so no forked worker inherits one
+    (each opens its own; the parent reconnects when it next needs one)."""
+    engine = getattr(store, "engine", None)
+    if isinstance(engine, sqlalchemy.engine.Engine):
+        engine.dispose()
+
+
+def for_worker(args: Options, placement: workers.Placement) -> Options:
+    """A forked worker's options: the run's, placed (what `worker_args` gives a new one)."""
+    device = "cuda" if placement.device.startswith("cuda") else "cpu"
+    return dataclasses.replace(args, workers=1, worker_index=placement.index,
+                               threads=placement.threads, device=device)
+
+
+def worker_argv(args: Options) -> list[str]:
+    """The user's flags, as a worker process must receive them."""
+    argv = ["--study", args.study]
+    for flag in ("study_name", "storage", "n_trials", "timeout", "max_epochs", "seed",
+                 "sampler", "pruner", "data_dir", "artifacts", "checkpoint_every"):
+        value = getattr(args, flag)
+        if value is not None:
+            argv += ["--" + flag.replace("_", "-"), str(value)]
+    return argv + (["--allow-changes"] if args.allow_changes else [])
+
+
+def checkpoint_every(flag: float | None) -> float:
+    """Seconds between checkpoints: the flag, else $AUTOTUNE_CHECKPOINT_EVERY_S, else 30."""
+    return env.seconds(CHECKPOINT_ENV, CHECKPOINT_EVERY_S) if flag is None else flag
+
+
+def check_environment() -> None:
+    """Read every $AUTOTUNE_... number a run uses: UsageError (one line) for a bad one."""
+    storage.heartbeat_s()
+    storage.grace_s()
+    storage.reconnect_s()
+    workers.fork_allowed()
+
+
+def apply_flags(spec: StudySpec, args: Options) -> StudySpec:
+    """CLI flags override the study file; a changed sampler or pruner drops the file's options."""
+    changes: dict[str, object] = {}
+    for flag, field in (("study_name", "name"), ("n_trials", "n_trials"),
+                        ("timeout", "timeout_s"), ("max_epochs", "max_epochs"),
+                        ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            changes[field] = getattr(args, flag)
+    if args.sampler is not None and args.sampler != spec.sampler:
+        changes.update(sampler=args.sampler, sampler_options={})
+    if args.pruner is not None and args.pruner != spec.pruner:
+        changes.update(pruner=args.pruner, pruner_options={})
+    if args.study_name is not None:
+        check_study_name(args.study_name, "--study-name")
+    spec = dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+    check_algorithms(spec)
+    return spec
+
+
+def optimize(study: optuna.Study, spec: StudySpec, objective: Callable[[optuna.Trial], float],
+             prefix: str = "") -> bool:
+    """Run trials until the study holds spec.n_trials finished ones; True if failures ended it."""
+    if budget.n_claimed(study) >= spec.n_trials:
+        if not prefix:
+            _log(f"study already has {count_finished(study)} finished trials (target "
+                 f"{spec.n_trials}); raise --n-trials to run more")
+        return False
+    stop = budget.StopAtTotal(spec.n_trials, MAX_CONSECUTIVE_FAILURES)
+    with _progress(spec.n_trials, count_finished(study), enabled=not prefix) as bar:
+        def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            _log(prefix + summary.trial_line(trial, spec.max_epochs, metric_name(study)), bar)
+            if trial.state in FINISHED and bar is not None:
+                bar.update(1)
+
+        loop.run_trials(study, budget.guard(objective, spec.n_trials),
+                        stop=lambda: stop.stopped, timeout_s=spec.timeout_s,
+                        catch=(Diverged, UserCodeError, budget.Surplus),
+                        callbacks=[log_trial, stop])
+    if stop.failed_out:
+        _log(f"{prefix}error: stopped after {stop.n_failed} failed trials in a row; the reasons "
+             "are on the lines above and in each trial's fail_reason")
+    return stop.failed_out
+
+
+class _progress:
+    """A tqdm bar on stderr when it is a terminal; otherwise nothing."""
+
+    def __init__(self, total: int, initial: int, enabled: bool = True) -> None:
+        self.total, self.initial, self.enabled = total, initial, enabled
+        self.bar = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if self.enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=self.total, initial=self.initial, unit="trial",
+                            file=sys.stderr, dynamic_ncols=True)
+        return self.bar
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _log(message: str, bar: object | None = None) -> None:
+    """Progress and logs go to stderr (stdout is for results), above any progress bar."""
+    if bar is not None:
+        bar.write(message, file=sys.stderr)  # type: ignore[attr-defined]
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
