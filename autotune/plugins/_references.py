@@ -34,7 +34,9 @@ class Data:
     """What a user's `load(data_dir)` returns: (inputs, targets) tensor pairs.
 
     Targets are class indices (N,) for a classification loss, numbers (N,) or (N, K) for a
-    regression loss (mse, l1, smooth_l1, huber).
+    regression loss (mse, l1, smooth_l1, huber). A `load` that takes `val_fraction` and
+    `split_seed` too is given the study's, to carve `val` itself (for instance to normalise
+    with the statistics of the training part only, as the built-in data sets do).
 
     `val` None carves the study's `val_fraction` out of `train` (seeded by `split_seed`);
     `test` None skips the final test evaluation. Inputs are used as given (normalise them
@@ -44,6 +46,49 @@ class Data:
     train: tuple[Any, Any]
     val: tuple[Any, Any] | None = None
     test: tuple[Any, Any] | None = None
+    source: str | None = None  # where the data came from, stored on the study (default: the
+    # reference and its file's hash); a resume on another source is refused
+
+
+# The names a study file may give instead of a reference: the built-in models and data
+# sets, registered through the same seam as a user's code (an importable
+# package.module:function with a user's signature). A plugin adds its own with
+# `register_model` / `register_dataset`.
+MODELS: dict[str, str] = {
+    "mlp": "autotune.training._models:mlp",
+    "cnn": "autotune.training._models:cnn",
+}
+DATASETS: dict[str, str] = {
+    "digits": "autotune.training._data:digits",
+    "mnist": "autotune.training._data:mnist",
+    "fashion-mnist": "autotune.training._data:fashion_mnist",
+}
+
+
+def register_model(name: str, reference: str) -> None:
+    """Let study files name a model `name`: `reference` ("package.module:build") builds it
+    with a user's signature, build(params, info) -> nn.Module."""
+    _register(MODELS, "model", name, reference)
+
+
+def register_dataset(name: str, reference: str) -> None:
+    """Let study files name a data set `name`: `reference` ("package.module:load") loads it
+    with a user's signature, load(data_dir[, val_fraction, split_seed]) -> Data."""
+    _register(DATASETS, "dataset", name, reference)
+
+
+def _register(registry: dict[str, str], what: str, name: str, reference: str) -> None:
+    if is_reference(name) or not name:
+        raise ValueError(f"a {what} name cannot be empty or contain ':', got {name=}")
+    if not is_reference(reference) or reference.rpartition(":")[0].endswith(".py"):
+        raise ValueError(f"register a {what} by 'package.module:function', got {reference=}")
+    registry[name] = reference
+
+
+def reference_for(value: str, registry: dict[str, str]) -> str:
+    """The reference a study file's model or dataset value stands for (a registered name's,
+    or the value itself when it is a reference)."""
+    return value if is_reference(value) else registry[value]
 
 
 def is_reference(value: str) -> bool:

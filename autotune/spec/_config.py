@@ -6,9 +6,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-DATASETS = ("digits", "mnist", "fashion-mnist")  # loaders in autotune.training._data
+from autotune.plugins import _references as plugins
+
+DATASETS = tuple(plugins.DATASETS)  # the built-in ones; plugins may register more
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam", "adadelta")
-MODELS = ("mlp", "cnn")
+MODELS = tuple(plugins.MODELS)  # the built-in ones; plugins may register more
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")  # bf16 = torch.autocast(bfloat16) around forward and loss
 # exponential: x decay_rate per epoch; cosine: cosine annealing to 0 over the whole run, per
@@ -68,9 +70,9 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule=}")
-        if self.model not in MODELS and ":" not in self.model:  # or the user's file.py:fn
-            raise ValueError(f"model must be one of {', '.join(MODELS)} or 'file.py:function', "
-                             f"got {self.model=}")
+        if self.model not in plugins.MODELS and ":" not in self.model:  # or a reference
+            raise ValueError(f"model must be one of {', '.join(plugins.MODELS)} or "
+                             f"'file.py:function', got {self.model=}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr=}")
         for name in ("momentum", "beta1", "beta2", "dropout", "label_smoothing"):

@@ -13,7 +13,7 @@ from typing import Any
 from autotune.errors import SpecError
 from autotune.plugins import _references as plugins
 from autotune.search import _samplers as samplers
-from autotune.spec._config import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, field_types
+from autotune.spec._config import MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, field_types
 from autotune.training._losses import (
     DEFAULT_LOSS,
     DEFAULT_METRIC,
@@ -237,7 +237,7 @@ class _Validator:
         if isinstance(value, str) and plugins.is_reference(value):
             plugins.load_function(value, Path(self.path).parent, f"{self.path}: dataset")
             return value
-        return self.one_of(raw, "dataset", DATASETS, None)
+        return self.one_of(raw, "dataset", tuple(plugins.DATASETS), None)
 
     def model(self, raw: dict[str, Any]) -> str:
         value = raw.get("model", "mlp")
@@ -245,7 +245,7 @@ class _Validator:
             plugins.load_function(value, Path(self.path).parent, f"{self.path}: model")
             self.user_model = True
             return value
-        return self.one_of(raw, "model", MODELS, "mlp")
+        return self.one_of(raw, "model", tuple(plugins.MODELS), "mlp")
 
     def user_param_type(self, key: str, entry: Any) -> type:
         """The type of a parameter only the user's model knows, from its values."""

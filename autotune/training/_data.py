@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import socket
 import struct
 import sys
@@ -21,7 +22,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import random_split
 
-from autotune.errors import DataError, UsageError
+from autotune.errors import AutotuneError, DataError, UsageError
 from autotune.plugins import _references as plugins
 from autotune.spec._config import DATASETS
 from autotune.training import _idx_files as idx_files
@@ -107,26 +108,43 @@ def load_splits(
     data_dir None means $AUTOTUNE_DATA_DIR, else ~/.cache/autotune/data. The same arguments
     return the same Splits object; on_notice hears about fallbacks (once per new Splits).
     """
-    if plugins.is_reference(name):
-        key_user = (name, str(base_dir), float(val_fraction), int(split_seed),
-                    str(torch.device(device)), task)
-        if key_user not in _SPLITS_CACHE:
-            _SPLITS_CACHE[key_user] = user_splits(name, base_dir or Path("."), data_dir,
-                                                  val_fraction, split_seed, task,
-                                                  device).to(device)
-        return _SPLITS_CACHE[key_user]
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if not plugins.is_reference(name) and name not in plugins.DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; available: "
+                         f"{', '.join(sorted(plugins.DATASETS))}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction=}")
-    root = idx_files.resolve_data_dir(data_dir)
-    key = (name, str(root), float(val_fraction), int(split_seed), str(torch.device(device)))
+    reference = plugins.reference_for(name, plugins.DATASETS)  # built-ins: the same seam
+    key = (reference, str(base_dir), str(idx_files.resolve_data_dir(data_dir)),
+           float(val_fraction), int(split_seed), str(torch.device(device)), task)
     if key not in _SPLITS_CACHE:
-        raw = _load_raw(name, str(root))
-        if raw.notice is not None:
-            on_notice(raw.notice)
-        _SPLITS_CACHE[key] = _make_splits(raw, val_fraction, split_seed).to(device)
+        global _on_notice
+        _on_notice = on_notice
+        try:
+            _SPLITS_CACHE[key] = user_splits(reference, base_dir or Path("."), data_dir,
+                                             val_fraction, split_seed, task, device).to(device)
+        finally:
+            _on_notice = _print_to_stderr
     return _SPLITS_CACHE[key]
+
+
+_on_notice: Callable[[str], None] = _print_to_stderr  # load_splits' on_notice, while it loads
+
+
+def _builtin(name: str) -> Callable[[str, float, int], plugins.Data]:
+    """The loader of built-in data set `name` with a user's signature (registered in
+    `plugins.DATASETS`): val carved and the images normalised with the statistics of the
+    training part only; `source` says where the files came from."""
+    def load(data_dir: str, val_fraction: float, split_seed: int) -> plugins.Data:
+        raw = _load_raw(name, data_dir)
+        if raw.notice is not None:
+            _on_notice(raw.notice)
+        s = _make_splits(raw, val_fraction, split_seed)
+        assert s.x_test is not None and isinstance(s.x_train, torch.Tensor)
+        return plugins.Data(train=(s.x_train, s.y_train), val=(s.x_val, s.y_val),
+                            test=(s.x_test, s.y_test), source=s.source)
+
+    load.__name__ = load.__qualname__ = name.replace("-", "_")
+    return load
 
 
 _SPLITS_CACHE: dict[tuple[Any, ...], Splits] = {}
@@ -144,8 +162,14 @@ def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
     """
     load = plugins.load_function(reference, base_dir, "dataset")
     where = f"dataset '{reference}'"
+    root = str(idx_files.resolve_data_dir(data_dir))
     try:
-        data = load(str(idx_files.resolve_data_dir(data_dir)))
+        takes_split = {"val_fraction", "split_seed"} <= set(
+            inspect.signature(load).parameters)
+        data = load(root, val_fraction=val_fraction, split_seed=split_seed) if takes_split \
+            else load(root)
+    except AutotuneError:  # the built-in loaders' own one-line errors (a missing data set)
+        raise
     except Exception as exc:
         raise UsageError(f"{where} failed: {type(exc).__name__}: {exc}".splitlines()[0]
                          ) from None
@@ -201,8 +225,10 @@ def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
     digest = plugins.code_hash(reference, base_dir)
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test,  # type: ignore[arg-type]
                   n_outputs=n_outputs,
-                  source=f"{reference}" + (f" (sha256 {digest[:16]})" if digest else ""),
-                  held=", ".join(held))
+                  source=data.source or (f"{reference}" + (f" (sha256 {digest[:16]})"
+                                                           if digest else "")),
+                  held=("in memory" if all(h.endswith(" in memory") for h in held)
+                        else ", ".join(held)))
 
 
 def _dataset_split(where: str, name: str, dataset: TorchDataset[Any], task: str, budget: int
@@ -569,3 +595,6 @@ _REGISTRY: dict[str, _Spec] = {
     "fashion-mnist": _Spec(_load_fashion_mnist, (28, 28)),
 }
 assert set(_REGISTRY) == set(DATASETS)
+
+# the built-in data sets, by the names plugins.DATASETS registers them under
+digits, mnist, fashion_mnist = (_builtin(name) for name in ("digits", "mnist", "fashion-mnist"))

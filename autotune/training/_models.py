@@ -7,6 +7,7 @@ RNG state is reset as a side effect).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -143,17 +144,33 @@ def build_model(cfg: TrainConfig, input_shape: InputShape, n_classes: int) -> nn
     return builder(cfg, input_shape, n_classes)
 
 
-def build_for(reference: str, base_dir: Path, cfg: TrainConfig, params: dict[str, Any],
+def mlp(params: dict[str, Any], info: plugins.DataInfo) -> nn.Module:
+    """The built-in MLP through the seam a user's model takes (`build_mlp` of the params)."""
+    return build_mlp(_config(params, "mlp"), info.input_shape, info.n_outputs)  # type: ignore[arg-type]
+
+
+def cnn(params: dict[str, Any], info: plugins.DataInfo) -> nn.Module:
+    """The built-in CNN through the seam a user's model takes (`build_cnn` of the params)."""
+    if len(info.input_shape) != 3:
+        raise ValueError(f"model 'cnn' needs images (C, H, W); the data's examples have "
+                         f"shape {tuple(info.input_shape)}: use model 'mlp' or your own")
+    return build_cnn(_config(params, "cnn"), info.input_shape, info.n_outputs)  # type: ignore[arg-type]
+
+
+def _config(params: dict[str, Any], model: str) -> TrainConfig:
+    """The TrainConfig fields among a study's params (the others are not the built-ins')."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in params.items() if k in fields and k != "model"},
+                       model=model)
+
+
+def build_for(model: str, base_dir: Path, cfg: TrainConfig, params: dict[str, Any],
               input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
-    """The model a study names: a built-in one (`build_model`), or the user's
-    `build(params, info)` from `reference` ("file.py:function", relative to `base_dir`),
-    called with every param and seeded like the built-ins. TypeError if it returns
-    anything but an nn.Module."""
-    if not plugins.is_reference(reference):
-        if reference == "cnn" and len(input_shape) != 3:
-            raise ValueError(f"model 'cnn' needs images (C, H, W); the data's examples have "
-                             f"shape {tuple(input_shape)}: use model 'mlp' or your own")
-        return build_model(cfg, input_shape, n_outputs)  # type: ignore[arg-type]
+    """The model a study names, built by `build(params, info)` with every param, seeded with
+    `cfg.seed`: a registered name's function (the built-in mlp and cnn are two), or a user's
+    reference ("file.py:function", relative to `base_dir`, or "package.module:function").
+    TypeError if it returns anything but an nn.Module."""
+    reference = plugins.reference_for(model, plugins.MODELS)
     build = plugins.load_function(reference, base_dir, "model")
     rng.seed(cfg.seed, torch.device("cpu"))
     model = build(dict(params), plugins.DataInfo(tuple(input_shape), n_outputs))
