@@ -268,3 +268,32 @@ def test_a_bad_user_data_set_is_refused_in_one_line(tmp_path, function, message)
         "data.py:load", f"data.py:{function}"))
     (tmp_path / "code" / "data.py").write_text(DATA)
     assert message in refused_with_storage_untouched(study_file, tmp_path)
+
+
+SEQUENTIAL_MODEL = '''
+from torch import nn
+
+
+def build(params, info):  # the built-in MLP's shape: the speed-up layer recognises it
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, params["hidden"]), nn.ReLU(),
+                         nn.Linear(params["hidden"], info.n_outputs))
+'''
+
+
+def test_a_user_model_trains_plain_unless_its_study_opts_in_to_the_speed_ups(tmp_path):
+    values = {}
+    for opt_in in (False, True):
+        folder = tmp_path / str(opt_in)
+        text = STUDY.replace("seed = 5", "seed = 5\nspeedups = true" if opt_in else "seed = 5")
+        text = text.replace("scale = 2\n", "").replace("[8, 13, 24]", "[8, 24]")
+        study_file = write_user_study(folder, text, SEQUENTIAL_MODEL)
+        url = f"sqlite:///{folder / 'm.db'}"
+        result = run("--study", str(study_file), "--storage", url, "--n-trials", "3",
+                     cwd=folder)
+        assert result.returncode == 0, result.stderr
+        trials = optuna.load_study(study_name="mine", storage=url).trials
+        assert {t.user_attrs["trained_on"] for t in trials} == {
+            "torch + speed-ups" if opt_in else "torch"}
+        values[opt_in] = [t.value for t in trials]
+    # the same trials: the layer's steps give plain torch's results, up to float rounding
+    assert values[True] == pytest.approx(values[False], abs=0.02)

@@ -132,7 +132,7 @@ def model_reference(study: optuna.Study, model: str, out_dir: Path) -> str:
 
 
 # Top-level study-file keys outside the stored definition, carried over as the file set them.
-FILE_ONLY_KEYS = ("final_train", "trial_weights")
+FILE_ONLY_KEYS = ("final_train", "trial_weights", "speedups")
 
 
 def file_only_keys(study: optuna.Study) -> dict[str, Any]:

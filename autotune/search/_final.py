@@ -57,7 +57,8 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
                       space.model_params(spec, best.params), splits.input_shape,
                       splits.n_outputs).to(device)
     fitted = fit(model, x_train, y_train, splits.x_val, splits.y_val, cfg, n_epochs=epochs,
-                 loss=spec.loss, metric=spec.metric, plain=plugins.is_reference(spec.model))
+                 loss=spec.loss, metric=spec.metric,
+                 plain=plugins.is_reference(spec.model) and not spec.speedups)
     result = {
         "trial": best.number,
         "metric": spec.metric,

@@ -25,7 +25,7 @@ from autotune.storage import _storage as storage
 from autotune.training import _artifacts as artifacts
 from autotune.training import _peak_memory as peak_memory
 from autotune.training._data import Splits
-from autotune.training._fit import EpochResult, TrainState, fit
+from autotune.training._fit import EpochResult, TrainState, fit, fit_speedup
 from autotune.training._models import build_for, count_parameters
 
 
@@ -97,13 +97,17 @@ class Objective:
                 raise optuna.TrialPruned(reason)
 
         started = time.perf_counter()
+        # a user's model trains on plain torch unless its study opts in to the speed-ups
+        plain = user_code and not self.spec.speedups
+        trial.set_user_attr("trained_on", "torch" if plain or fit_speedup() is None
+                            else "torch + speed-ups")
         interrupted = False
         try:
             result = fit(model, self.splits.x_train, self.splits.y_train, self.splits.x_val,
                          self.splits.y_val, cfg, on_epoch, start=start,
                          on_checkpoint=on_checkpoint,
                          checkpoint_every_s=self.checkpoint_every_s,
-                         loss=self.spec.loss, metric=self.spec.metric, plain=user_code)
+                         loss=self.spec.loss, metric=self.spec.metric, plain=plain)
         except Diverged as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise

@@ -28,8 +28,8 @@ from autotune.training._losses import (
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "studies"
 
 TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
-            "final_train", "trial_weights", "budget", "sampler", "pruner", "fixed", "space",
-            "start_from", "loss", "metric"}
+            "final_train", "trial_weights", "speedups", "budget", "sampler", "pruner", "fixed",
+            "space", "start_from", "loss", "metric"}
 BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
 PARAM_KEYS = {"low", "high", "log", "step", "choices"}
 # Fields a study sets in its own keys, not through [fixed] or [space].
@@ -75,6 +75,9 @@ class StudySpec:
     # trials that store their best epoch's weights: "improving" (those that were the study's
     # best when they finished, so the best trial always has them), "all" or "none"
     trial_weights: str = "improving"
+    # a user's model takes the speed-up layer's steps where it recognises its layers (as the
+    # built-in models always do; results equal up to float rounding); off: plain torch
+    speedups: bool = False
     n_trials: int = 20  # study-wide total of finished (complete + pruned) trials
     timeout_s: float | None = None  # stop starting trials after this many seconds of a run
     max_epochs: int = 10  # epochs per trial unless pruned
@@ -174,6 +177,7 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         split_seed=v.typed(raw, "split_seed", int, 0),
         final_train=v.one_of(raw, "final_train", FINAL_TRAIN, "train"),
         trial_weights=v.one_of(raw, "trial_weights", TRIAL_WEIGHTS, "improving"),
+        speedups=v.typed(raw, "speedups", bool, False),
         n_trials=v.positive_int(budget, "n_trials", 20, "budget."),
         timeout_s=v.number(budget, "timeout_s", None, low=0.0, prefix="budget.", open_=True),
         max_epochs=v.positive_int(budget, "max_epochs", 10, "budget."),

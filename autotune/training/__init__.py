@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         TrainState,
         evaluate,
         fit,
+        fit_speedup,
         use_fit_speedup,
     )
     from autotune.training._losses import LOSSES, METRICS, Loss, Metric
@@ -31,6 +32,7 @@ _WHERE = {
     "FitResult": "_fit",
     "TrainState": "_fit",
     "use_fit_speedup": "_fit",
+    "fit_speedup": "_fit",
     "FitSpeedup": "_fit",
     "build_model": "_models",
     "build_for": "_models",
@@ -43,8 +45,8 @@ _WHERE = {
     "Streamed": "_streams",
 }
 __all__ = ["EpochResult", "FitResult", "FitSpeedup", "LOSSES", "Loss", "METRICS", "Metric",
-    "Splits", "Streamed", "TrainState", "build_for", "build_model", "evaluate", "fit",
-    "load_splits", "use_fit_speedup"]
+           "Splits", "Streamed", "TrainState", "build_for", "build_model", "evaluate", "fit",
+           "fit_speedup", "load_splits", "use_fit_speedup"]
 
 
 def __getattr__(name: str) -> Any:

@@ -125,6 +125,11 @@ class FitSpeedup(Protocol):
 _speedup: FitSpeedup | None = None
 
 
+def fit_speedup() -> FitSpeedup | None:
+    """The speed-up `fit` consults now (None: plain torch for every model)."""
+    return _speedup
+
+
 def use_fit_speedup(speedup: FitSpeedup | None) -> FitSpeedup | None:
     """Make `fit` consult `speedup` (None: plain torch for every model); returns the one it
     replaces, so a caller can put it back."""
