@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         url = storage.resolve_url(args.storage)
         study = stored.load_existing(stored.open_existing(url), args.study, url)
         doc = best_study_file(study)
-        doc["model"] = model_reference(study, doc["model"], out.parent)
+        for key in ("model", "dataset"):  # the user's files, as seen from the new folder
+            doc[key] = relocated(study, doc[key], out.parent)
         text = to_toml(doc, header(study, out.with_suffix(".toml")))
         parse_spec(doc, path=str(out), text=text)  # what autotune.run will accept, or fail now
         if out.suffix == ".json":
@@ -108,6 +109,9 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
         "dataset": definition["dataset"],
         "model": definition["model"],
         **{key: definition[key] for key in ("loss", "metric") if key in definition},
+        # a csv's target columns: one as a name, as study files usually write it
+        **({"target": definition["target"][0] if len(definition["target"]) == 1
+            else definition["target"]} if "target" in definition else {}),
         "seed": definition["seed"],
         "val_fraction": definition["val_fraction"],
         "split_seed": definition["split_seed"],
@@ -120,14 +124,20 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
     }
 
 
-def model_reference(study: optuna.Study, model: str, out_dir: Path) -> str:
-    """The model as the exported file must name it: a user's `file.py:fn`, relative to the
-    study file it was declared in, rewritten relative to the folder the export goes to."""
-    path, _, function = plugins.resolve(model, Path("."))
-    if path is None:  # a built-in model, or an importable package.module:fn
-        return model
-    spec_path = study.user_attrs.get(PROVENANCE_ATTR, {}).get("spec_path") or "."
-    source = Path(spec_path).parent / model.rpartition(":")[0]
+def relocated(study: optuna.Study, value: str, out_dir: Path) -> str:
+    """A model or dataset as the exported file must name it: a user's `file.py:fn` or a
+    data file's `scheme:PATH`, relative to the study file it was declared in, rewritten
+    relative to the folder the export goes to; built-in names and importable modules as
+    they are."""
+    spec_dir = Path(study.user_attrs.get(PROVENANCE_ATTR, {}).get("spec_path") or ".").parent
+    scheme = plugins.data_scheme(value)
+    if scheme is not None:
+        data_file = (spec_dir / scheme[1]).resolve()
+        return f"{scheme[0]}:{os.path.relpath(data_file, out_dir.resolve())}"
+    path, _, function = plugins.resolve(value, Path("."))
+    if path is None:  # a built-in name, or an importable package.module:fn
+        return value
+    source = spec_dir / value.rpartition(":")[0]
     return f"{os.path.relpath(source.resolve(), out_dir.resolve())}:{function}"
 
 

@@ -91,9 +91,20 @@ def reference_for(value: str, registry: dict[str, str]) -> str:
     return value if is_reference(value) else registry[value]
 
 
+# Data named by a scheme and a file's path (relative to the study file), read by
+# autotune.training._sources: `csv:table.csv` (with `target`), `tensors:data.pt` or `.npz`
+DATA_SCHEMES = ("csv", "tensors")
+
+
+def data_scheme(value: str) -> tuple[str, str] | None:
+    """(scheme, path) of a `scheme:PATH` dataset value, or None."""
+    scheme, sep, path = value.partition(":")
+    return (scheme, path) if sep and scheme in DATA_SCHEMES else None
+
+
 def is_reference(value: str) -> bool:
     """Whether a study-file value names user code (`file.py:fn`, `pkg.mod:fn`)."""
-    return ":" in value
+    return ":" in value and data_scheme(value) is None
 
 
 def resolve(reference: str, base_dir: Path) -> tuple[Path | None, str, str]:

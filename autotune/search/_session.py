@@ -130,7 +130,7 @@ def search(args: Options) -> int:
     check_environment()  # a bad setting is refused before storage is touched
     load_installed()  # plugins (autotune.fast) plug into the hooks of fit and storage
     # a forked worker has the data already; a user's data set is read by its own code
-    if "autotune.training._data" not in sys.modules and not plugins.is_reference(spec.dataset):
+    if "autotune.training._data" not in sys.modules and spec.dataset in plugins.DATASETS:
         # the data's files decompress on another core while torch loads (~0.25 s saved)
         idx_files.read_ahead(spec.dataset, args.data_dir)
     url = storage.resolve_url(args.storage)
@@ -156,9 +156,10 @@ def search(args: Options) -> int:
             _log(f"warning: definition changed ({diff}); continuing because of --allow-changes")
     splits = load_splits(spec.dataset, data_dir=args.data_dir, val_fraction=spec.val_fraction,
                          split_seed=spec.split_seed, device=device, on_notice=_log,
-                         base_dir=Path(spec.path).parent, task=task(spec.loss))
+                         base_dir=Path(spec.path).parent, task=task(spec.loss),
+                         target=spec.target)
     if args.worker_index is None and (plugins.is_reference(spec.model)
-                                      or plugins.is_reference(spec.dataset)):
+                                      or spec.dataset not in plugins.DATASETS):
         check_user_model(spec, splits)  # before the study is created or changed
     if existing is None:
         artifact_dir = artifacts.resolve_dir(args.artifacts, url)

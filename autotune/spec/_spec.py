@@ -29,7 +29,7 @@ SHIPPED_DIR = Path(__file__).resolve().parents[2] / "studies"
 
 TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
             "final_train", "trial_weights", "speedups", "budget", "sampler", "pruner", "fixed",
-            "space", "start_from", "loss", "metric"}
+            "space", "start_from", "loss", "metric", "target"}
 BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
 PARAM_KEYS = {"low", "high", "log", "step", "choices"}
 # Fields a study sets in its own keys, not through [fixed] or [space].
@@ -78,6 +78,7 @@ class StudySpec:
     # a user's model takes the speed-up layer's steps where it recognises its layers (as the
     # built-in models always do; results equal up to float rounding); off: plain torch
     speedups: bool = False
+    target: tuple[str, ...] = ()  # the label or value columns of a csv: data set
     n_trials: int = 20  # study-wide total of finished (complete + pruned) trials
     timeout_s: float | None = None  # stop starting trials after this many seconds of a run
     max_epochs: int = 10  # epochs per trial unless pruned
@@ -107,6 +108,8 @@ class StudySpec:
             if plugins.is_reference(getattr(self, key)):
                 out[f"{key}_code"] = plugins.code_hash(getattr(self, key),
                                                        Path(self.path).parent)
+        if self.target:  # only when given, so studies stored before it still match
+            out["target"] = list(self.target)
         for key, default in (("loss", DEFAULT_LOSS), ("metric", DEFAULT_METRIC)):
             if getattr(self, key) != default:  # so studies stored before them still match
                 out[key] = getattr(self, key)
@@ -189,7 +192,8 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
     if mismatch:
         raise v.fail("metric", mismatch)
     spec = dataclasses.replace(spec, metric=metric)
-    if task(spec.loss) == "regression" and not plugins.is_reference(spec.dataset):
+    spec = dataclasses.replace(spec, target=v.target(raw, spec.dataset))
+    if task(spec.loss) == "regression" and spec.dataset in plugins.DATASETS:
         raise v.fail("loss", f"'{spec.loss}' is a regression loss and the built-in dataset "
                      f"'{spec.dataset}' has class labels; use cross_entropy or hinge, or "
                      "your own dataset (dataset = \"data.py:load\")")
@@ -238,10 +242,34 @@ class _Validator:
 
     def dataset(self, raw: dict[str, Any]) -> str:
         value = raw.get("dataset")
+        scheme = plugins.data_scheme(value) if isinstance(value, str) else None
+        if scheme is not None:
+            path = Path(self.path).parent / scheme[1]
+            if not scheme[1] or not path.is_file():
+                raise self.fail("dataset", f"file '{path}' does not exist "
+                                f"({scheme[0]}:PATH is relative to the study file)")
+            return str(value)
         if isinstance(value, str) and plugins.is_reference(value):
             plugins.load_function(value, Path(self.path).parent, f"{self.path}: dataset")
             return value
         return self.one_of(raw, "dataset", tuple(plugins.DATASETS), None)
+
+    def target(self, raw: dict[str, Any], dataset: str) -> tuple[str, ...]:
+        """The `target` column(s): required by a csv: data set, refused elsewhere."""
+        value = raw.get("target")
+        is_csv = dataset.startswith("csv:")
+        if value is None:
+            if is_csv:
+                raise self.fail("target", "a csv: data set needs target = \"column\" (or a "
+                                "list of columns): the labels, or the values to predict")
+            return ()
+        if not is_csv:
+            raise self.fail("target", "only a csv: data set takes a target column")
+        names = [value] if isinstance(value, str) else value
+        if not (isinstance(names, list) and names
+                and all(isinstance(n, str) and n for n in names)):
+            raise self.fail("target", f"must be a column name or a list of them, got {value!r}")
+        return tuple(names)
 
     def model(self, raw: dict[str, Any]) -> str:
         value = raw.get("model", "mlp")

@@ -26,6 +26,7 @@ from autotune.errors import AutotuneError, DataError, UsageError
 from autotune.plugins import _references as plugins
 from autotune.spec._config import DATASETS
 from autotune.training import _idx_files as idx_files
+from autotune.training import _sources
 from autotune.training import _streams as streams
 
 DEBIAN_FASHION_DIR = idx_files.DEBIAN_FASHION_DIR  # apt package dataset-fashion-mnist
@@ -102,26 +103,33 @@ def load_splits(
     on_notice: Callable[[str], None] = _print_to_stderr,
     base_dir: Path | None = None,
     task: str = "classification",
+    target: tuple[str, ...] = (),
 ) -> Splits:
     """Load dataset `name` once per process and return its splits on `device`.
 
     data_dir None means $AUTOTUNE_DATA_DIR, else ~/.cache/autotune/data. The same arguments
     return the same Splits object; on_notice hears about fallbacks (once per new Splits).
     """
-    if not plugins.is_reference(name) and name not in plugins.DATASETS:
+    scheme = plugins.data_scheme(name)
+    if scheme is None and not plugins.is_reference(name) and name not in plugins.DATASETS:
         raise UsageError(f"unknown dataset {name!r}; available: "
                          f"{', '.join(sorted(plugins.DATASETS))}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction=}")
-    reference = plugins.reference_for(name, plugins.DATASETS)  # built-ins: the same seam
+    load = None  # a reference's function, looked up by user_splits; a scheme's loader:
+    if scheme is not None:
+        load = _sources.loader(scheme[0], ((base_dir or Path(".")) / scheme[1]).resolve(),
+                               target, task)
+    reference = name if scheme else plugins.reference_for(name, plugins.DATASETS)
     key = (reference, str(base_dir), str(idx_files.resolve_data_dir(data_dir)),
-           float(val_fraction), int(split_seed), str(torch.device(device)), task)
+           float(val_fraction), int(split_seed), str(torch.device(device)), task, target)
     if key not in _SPLITS_CACHE:
         global _on_notice
         _on_notice = on_notice
         try:
             _SPLITS_CACHE[key] = user_splits(reference, base_dir or Path("."), data_dir,
-                                             val_fraction, split_seed, task, device).to(device)
+                                             val_fraction, split_seed, task, device,
+                                             load=load).to(device)
         finally:
             _on_notice = _print_to_stderr
     return _SPLITS_CACHE[key]
@@ -152,7 +160,8 @@ _SPLITS_CACHE: dict[tuple[Any, ...], Splits] = {}
 
 def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
                 val_fraction: float, split_seed: int, task: str = "classification",
-                device: str | torch.device = "cpu") -> Splits:
+                device: str | torch.device = "cpu",
+                load: Callable[..., plugins.Data] | None = None) -> Splits:
     """The splits of a user's `load(data_dir) -> autotune.Data`; UsageError (exit 2) naming
     the function when what it returns does not hold (inputs, targets): class indices for a
     classification `task`, numbers (N,) or (N, K) for a regression, kept as float (N, K).
@@ -160,7 +169,7 @@ def user_splits(reference: str, base_dir: Path, data_dir: str | Path | None,
     A split given as a `Dataset` is read into tensors when it fits the budget of `device`
     (`streams.budget_bytes`) and gives the same item twice; otherwise it streams.
     """
-    load = plugins.load_function(reference, base_dir, "dataset")
+    load = load or plugins.load_function(reference, base_dir, "dataset")
     where = f"dataset '{reference}'"
     root = str(idx_files.resolve_data_dir(data_dir))
     try:
