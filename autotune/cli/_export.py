@@ -131,6 +131,8 @@ def relocated(study: optuna.Study, value: str, out_dir: Path) -> str:
     they are."""
     spec_dir = Path(study.user_attrs.get(PROVENANCE_ATTR, {}).get("spec_path") or ".").parent
     scheme = plugins.data_scheme(value)
+    if scheme is not None and scheme[0] == "torchvision":  # a name, not a file
+        return value
     if scheme is not None:
         data_file = (spec_dir / scheme[1]).resolve()
         return f"{scheme[0]}:{os.path.relpath(data_file, out_dir.resolve())}"

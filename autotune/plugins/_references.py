@@ -92,14 +92,24 @@ def reference_for(value: str, registry: dict[str, str]) -> str:
 
 
 # Data named by a scheme and a file's path (relative to the study file), read by
-# autotune.training._sources: `csv:table.csv` (with `target`), `tensors:data.pt` or `.npz`
-DATA_SCHEMES = ("csv", "tensors")
+# autotune.training._sources: `csv:table.csv` (with `target`), `tensors:data.pt` or `.npz`;
+# and torchvision's by name (autotune.training._torchvision): `torchvision:CIFAR10`, and as
+# a model `torchvision:resnet18`
+DATA_SCHEMES = ("csv", "tensors", "torchvision")
+MODEL_SCHEMES = ("torchvision",)
 
 
 def data_scheme(value: str) -> tuple[str, str] | None:
-    """(scheme, path) of a `scheme:PATH` dataset value, or None."""
+    """(scheme, path or name) of a `scheme:...` dataset or model value, or None."""
     scheme, sep, path = value.partition(":")
     return (scheme, path) if sep and scheme in DATA_SCHEMES else None
+
+
+def is_builtin_model(value: str) -> bool:
+    """Whether a study's model is autotune's own (mlp, cnn, or a plugin's registered name):
+    the others (a user's file, torchvision's) train on plain torch and are tried on one
+    batch before the study is created."""
+    return value in MODELS
 
 
 def is_reference(value: str) -> bool:

@@ -58,7 +58,7 @@ def evaluate_best(study: optuna.Study, spec: StudySpec, splits: Splits, device: 
                       splits.n_outputs).to(device)
     fitted = fit(model, x_train, y_train, splits.x_val, splits.y_val, cfg, n_epochs=epochs,
                  loss=spec.loss, metric=spec.metric,
-                 plain=plugins.is_reference(spec.model) and not spec.speedups)
+                 plain=not plugins.is_builtin_model(spec.model) and not spec.speedups)
     result = {
         "trial": best.number,
         "metric": spec.metric,

@@ -53,7 +53,7 @@ class Objective:
             self.spec, trial.number)
         params = space.suggest_params(trial, self.spec)
         cfg = space.to_config(self.spec, params, seed=seed)
-        user_code = plugins.is_reference(self.spec.model)
+        user_code = not plugins.is_builtin_model(self.spec.model)
         try:
             model = build_for(self.spec.model, Path(self.spec.path).parent, cfg,
                               space.model_params(self.spec, params), self.splits.input_shape,

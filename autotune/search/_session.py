@@ -158,7 +158,7 @@ def search(args: Options) -> int:
                          split_seed=spec.split_seed, device=device, on_notice=_log,
                          base_dir=Path(spec.path).parent, task=task(spec.loss),
                          target=spec.target)
-    if args.worker_index is None and (plugins.is_reference(spec.model)
+    if args.worker_index is None and (not plugins.is_builtin_model(spec.model)
                                       or spec.dataset not in plugins.DATASETS):
         check_user_model(spec, splits)  # before the study is created or changed
     if existing is None:

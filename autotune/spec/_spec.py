@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import SpecError
+from autotune.errors import SpecError, UsageError
 from autotune.plugins import _references as plugins
 from autotune.search import _samplers as samplers
 from autotune.spec._config import MODELS, OPTIMIZERS, SCHEDULES, TrainConfig, field_types
@@ -243,6 +243,14 @@ class _Validator:
     def dataset(self, raw: dict[str, Any]) -> str:
         value = raw.get("dataset")
         scheme = plugins.data_scheme(value) if isinstance(value, str) else None
+        if scheme is not None and scheme[0] == "torchvision":
+            from autotune.training._torchvision import dataset_class
+
+            try:
+                dataset_class(scheme[1])
+            except UsageError as exc:
+                raise self.fail("dataset", str(exc)) from None
+            return str(value)
         if scheme is not None:
             path = Path(self.path).parent / scheme[1]
             if not scheme[1] or not path.is_file():
@@ -273,6 +281,15 @@ class _Validator:
 
     def model(self, raw: dict[str, Any]) -> str:
         value = raw.get("model", "mlp")
+        if isinstance(value, str) and value.startswith("torchvision:"):
+            from torchvision import models
+
+            if value.partition(":")[2] not in models.list_models(module=models):
+                raise self.fail("model", f"torchvision.models has no model "
+                                f"'{value.partition(':')[2]}'; for example: "
+                                f"{', '.join(models.list_models(module=models)[:10])}, ...")
+            self.user_model = True  # its params (weights, freeze) are of any name
+            return value
         if isinstance(value, str) and plugins.is_reference(value):
             plugins.load_function(value, Path(self.path).parent, f"{self.path}: model")
             self.user_model = True

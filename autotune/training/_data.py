@@ -116,8 +116,14 @@ def load_splits(
                          f"{', '.join(sorted(plugins.DATASETS))}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction=}")
-    load = None  # a reference's function, looked up by user_splits; a scheme's loader:
-    if scheme is not None:
+    # a reference's function is looked up by user_splits; a scheme's loader is made here
+    load: Callable[[str, float, int], plugins.Data] | None = None
+    if scheme is not None and scheme[0] == "torchvision":
+        from autotune.training import _torchvision
+
+        name = scheme[1]
+        load = functools.partial(_torchvision.load_dataset, name)
+    elif scheme is not None:
         load = _sources.loader(scheme[0], ((base_dir or Path(".")) / scheme[1]).resolve(),
                                target, task)
     reference = name if scheme else plugins.reference_for(name, plugins.DATASETS)

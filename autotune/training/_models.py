@@ -170,6 +170,15 @@ def build_for(model: str, base_dir: Path, cfg: TrainConfig, params: dict[str, An
     `cfg.seed`: a registered name's function (the built-in mlp and cnn are two), or a user's
     reference ("file.py:function", relative to `base_dir`, or "package.module:function").
     TypeError if it returns anything but an nn.Module."""
+    if model.startswith("torchvision:"):
+        from autotune.training import _torchvision
+
+        params = dict(params)
+        if params.get("weights"):  # a path relative to the study file
+            params["weights"] = str(base_dir / str(params["weights"]))
+        rng.seed(cfg.seed, torch.device("cpu"))
+        return _torchvision.build_model(model.partition(":")[2], params,
+                                        plugins.DataInfo(tuple(input_shape), n_outputs))
     reference = plugins.reference_for(model, plugins.MODELS)
     build = plugins.load_function(reference, base_dir, "model")
     rng.seed(cfg.seed, torch.device("cpu"))

@@ -1,0 +1,177 @@
+"""torchvision by name: `dataset = "torchvision:CIFAR10"` (any `torchvision.datasets` class
+with the usual root / train-or-split / download arguments) and `model =
+"torchvision:resnet18"` (any `torchvision.models` builder, its classifier head replaced for
+the data's number of outputs, optionally from local weights and with a frozen backbone).
+
+Data sets are read from --data-dir; where the files are missing a download is tried (where
+the network allows), and failing that the run is refused in one line naming the folder to
+fill. A data set whose images sit in memory (`.data` and `.targets`, as MNIST's and
+CIFAR's) becomes tensors at once; others are read item by item (held in memory when they
+fit, streamed otherwise, as any Dataset).
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autotune.errors import UsageError
+from autotune.plugins._references import Data, DataInfo
+
+MEAN_STD_SAMPLE = 10_000  # images whose pixels give the normalisation statistics
+DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation of a download
+
+
+def dataset_class(name: str) -> type:
+    """`torchvision.datasets.<name>`; UsageError listing a few when there is no such class."""
+    from torchvision import datasets
+
+    found = getattr(datasets, name, None)
+    if not (inspect.isclass(found) and issubclass(found, torch.utils.data.Dataset)):
+        known = sorted(n for n in dir(datasets) if n[:1].isupper() and n not in ("VisionDataset",
+                                                                             "DatasetFolder"))
+        raise UsageError(f"dataset 'torchvision:{name}': torchvision.datasets has no data set "
+                         f"'{name}'; for example: {', '.join(known[:12])}, ...")
+    return found
+
+
+def load_dataset(name: str, data_dir: str, val_fraction: float, split_seed: int) -> Data:
+    """Train (val carved from it) and test splits of a torchvision data set, images scaled to
+    [0, 1] and normalised with the training part's mean and standard deviation."""
+    cls = dataset_class(name)
+    train, test = (_open(cls, name, data_dir, part) for part in ("train", "test"))
+    x, y = _tensors(train)
+    n_val = round(val_fraction * len(y))
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(split_seed))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    sample = x[train_idx[:MEAN_STD_SAMPLE]].float() / 255
+    mean, std = float(sample.mean()), float(sample.std())
+    x_test, y_test = _tensors(test)
+
+    def normalised(images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255 - mean) / (std if std > 0 else 1.0)
+
+    return Data(train=(normalised(x[train_idx]), y[train_idx]),
+                val=(normalised(x[val_idx]), y[val_idx]),
+                test=(normalised(x_test), y_test),
+                source=f"torchvision:{name} in {data_dir}")
+
+
+def _open(cls: type, name: str, data_dir: str, part: str) -> Any:
+    """The `part` ("train" or "test") of a data set: from the files, else downloaded."""
+    parameters = inspect.signature(cls).parameters
+    if "train" in parameters:
+        kwargs: dict[str, Any] = {"train": part == "train"}
+    elif "split" in parameters:
+        kwargs = {"split": part}
+    else:
+        raise UsageError(f"dataset 'torchvision:{name}' takes neither train= nor split=; "
+                         "load it in a data.py of your own (dataset = \"data.py:load\")")
+    try:
+        return cls(data_dir, download=False, **kwargs)
+    except RuntimeError:
+        pass  # not there: try to download it
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # offline, a download must fail fast
+    try:
+        return cls(data_dir, download=True, **kwargs)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"dataset 'torchvision:{name}': its files are not in "
+                         f"{Path(data_dir) / name} (or the folder {name} expects there) and "
+                         f"the download failed ({reason[:120]}); put the files there, or "
+                         "pass --data-dir") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _tensors(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) uint8 images and (N,) int64 labels of a torchvision data set."""
+    data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
+    if targets is None:
+        targets = getattr(dataset, "labels", None)  # SVHN
+    if data is not None and targets is not None:
+        x = torch.as_tensor(np.asarray(data))
+        if x.dim() == 3:  # (N, H, W): one channel
+            x = x.unsqueeze(1)
+        elif x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.permute(0, 3, 1, 2)  # (N, H, W, C) as CIFAR keeps it
+        return x.contiguous(), torch.as_tensor(np.asarray(targets)).long()
+    from torchvision.transforms.functional import pil_to_tensor
+
+    images, labels = zip(*((pil_to_tensor(image), int(label)) for image, label in dataset),
+                         strict=True)
+    return torch.stack(images), torch.tensor(labels)
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def build_model(name: str, params: dict[str, Any], info: DataInfo) -> nn.Module:
+    """`torchvision.models.<name>` for `info`'s images and outputs. `weights` (a local
+    state-dict or safetensors file, before the head is replaced) and `freeze` ("backbone":
+    only the new head trains) come from the study's params."""
+    from torchvision import models
+
+    try:
+        builder = models.get_model_builder(name)
+    except ValueError:
+        known = models.list_models(module=models)
+        raise UsageError(f"model 'torchvision:{name}': torchvision.models has no model "
+                         f"'{name}'; for example: {', '.join(known[:10])}, ...") from None
+    if len(info.input_shape) != 3 or info.input_shape[0] != 3:
+        raise UsageError(f"model 'torchvision:{name}' takes 3-channel images (3, H, W); the "
+                         f"data's examples have shape {tuple(info.input_shape)}")
+    model = builder(weights=None)
+    if params.get("weights"):
+        model.load_state_dict(_read_weights(Path(str(params["weights"]))))
+    head_path, head = _head(model)
+    if head is None:
+        raise UsageError(f"model 'torchvision:{name}': no final nn.Linear to replace")
+    new_head = nn.Linear(head.in_features, info.n_outputs)
+    _set(model, head_path, new_head)
+    freeze = params.get("freeze", "none")
+    if freeze not in ("none", "backbone"):
+        raise UsageError(f"freeze must be 'none' or 'backbone', got {freeze!r}")
+    if freeze == "backbone":
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in new_head.parameters():
+            parameter.requires_grad_(True)
+    return model
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UsageError(f"weights: file '{path}' does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, dict):
+        raise UsageError(f"weights: '{path}' holds {type(loaded).__name__}, not a state dict")
+    return loaded
+
+
+def _head(model: nn.Module) -> tuple[str, nn.Linear | None]:
+    """The dotted name and module of the model's last nn.Linear (its classifier head)."""
+    last: tuple[str, nn.Linear | None] = ("", None)
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = (path, module)
+    return last
+
+
+def _set(model: nn.Module, path: str, module: nn.Module) -> None:
+    *parents, name = path.split(".")
+    owner = model
+    for parent in parents:
+        owner = getattr(owner, parent)
+    setattr(owner, name, module)

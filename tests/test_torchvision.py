@@ -1,0 +1,113 @@
+"""torchvision by name: data sets read from --data-dir (or refused offline in one line) and
+models with their head replaced, from local weights, with a frozen backbone."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from tests.test_plugins import refused_with_storage_untouched, run
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+STUDY = '''
+name = "tv"
+dataset = "DATASET"
+model = "MODEL"
+[budget]
+n_trials = 1
+max_epochs = 1
+[pruner]
+name = "none"
+[fixed]
+FIXED
+lr = 0.01
+optimizer = "adam"
+batch_size = 64
+'''
+
+
+def write_study(folder: Path, dataset: str, model: str = "mlp", fixed: str = "") -> Path:
+    path = folder / "study.toml"
+    path.write_text(STUDY.replace("DATASET", dataset).replace("MODEL", model)
+                    .replace("FIXED", fixed))
+    return path
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist")
+def test_a_torchvision_data_set_is_read_from_the_data_dir(tmp_path):
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"  # where torchvision's class looks
+    raw.mkdir(parents=True)
+    for packed in DEBIAN_FASHION.glob("*.gz"):
+        with gzip.open(packed) as source, (raw / packed.stem).open("wb") as target:
+            shutil.copyfileobj(source, target)
+    study_file = write_study(tmp_path, "torchvision:FashionMNIST", fixed="width = 32\ndepth = 1")
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    result = run("--study", str(study_file), "--storage", url, "--data-dir",
+                 str(tmp_path / "data"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="tv", storage=url)
+    assert study.best_value > 0.7  # one epoch of an MLP on Fashion-MNIST
+    assert study.user_attrs["autotune:data_source"] == (
+        f"torchvision:FashionMNIST in {tmp_path / 'data'}")
+    assert "evaluated once on 10000 test examples" in result.stdout
+
+
+def test_a_torchvision_data_set_that_is_not_there_is_refused_naming_the_folder(tmp_path):
+    study_file = write_study(tmp_path, "torchvision:CIFAR10")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    url = f"sqlite:///{tmp_path / 'kept.db'}"
+    result = run("--study", str(study_file), "--storage", url, "--data-dir", str(empty),
+                 cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert f"its files are not in {empty / 'CIFAR10'}" in result.stderr
+    assert "the download failed" in result.stderr
+
+
+def test_an_unknown_torchvision_name_is_refused_in_one_line(tmp_path):
+    line = refused_with_storage_untouched(write_study(tmp_path, "torchvision:Cifar11"), tmp_path)
+    assert "torchvision.datasets has no data set 'Cifar11'" in line
+
+
+def images(folder: Path, channels: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (160,), generator=g)
+    x = torch.randn(160, channels, 32, 32, generator=g) + y[:, None, None, None] * 0.5
+    torch.save({"train": (x[:128], y[:128]), "test": (x[128:], y[128:])}, folder / "img.pt")
+
+
+def test_a_torchvision_model_from_local_weights_trains_its_new_head_only(tmp_path):
+    from torchvision.models import resnet18
+
+    images(tmp_path, channels=3)
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "resnet18.pt")
+    study_file = write_study(tmp_path, "tensors:img.pt", "torchvision:resnet18",
+                             'weights = "resnet18.pt"\nfreeze = "backbone"')
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    result = run("--study", str(study_file), "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trial = optuna.load_study(study_name="tv", storage=url).trials[0]
+    assert trial.state.name == "COMPLETE"
+    assert trial.user_attrs["n_parameters"] == 512 * 4 + 4  # the new head alone trains
+    assert trial.user_attrs["trained_on"] == "torch"
+
+
+@pytest.mark.parametrize(("channels", "model", "fixed", "message"), [
+    (1, "torchvision:resnet18", "", "takes 3-channel images (3, H, W); the data's examples "
+                                    "have shape (1, 32, 32)"),
+    (3, "torchvision:resnet19", "", "torchvision.models has no model 'resnet19'"),
+    (3, "torchvision:resnet18", 'weights = "nothing.pt"', "nothing.pt' does not exist"),
+])
+def test_a_torchvision_model_that_cannot_fit_is_refused_in_one_line(tmp_path, channels, model,
+                                                                   fixed, message):
+    images(tmp_path, channels=channels)
+    line = refused_with_storage_untouched(write_study(tmp_path, "tensors:img.pt", model, fixed),
+                                          tmp_path)
+    assert message in line, line
