@@ -108,7 +108,8 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
                        f"#{best.number}, {metric_name(study)} {best.value:.4f}",
         "dataset": definition["dataset"],
         "model": definition["model"],
-        **{key: definition[key] for key in ("loss", "metric") if key in definition},
+        **{key: definition[key] for key in ("loss", "metric", "image_size")
+           if key in definition},
         # a csv's target columns: one as a name, as study files usually write it
         **({"target": definition["target"][0] if len(definition["target"]) == 1
             else definition["target"]} if "target" in definition else {}),
@@ -144,7 +145,7 @@ def relocated(study: optuna.Study, value: str, out_dir: Path) -> str:
 
 
 # Top-level study-file keys outside the stored definition, carried over as the file set them.
-FILE_ONLY_KEYS = ("final_train", "trial_weights", "speedups")
+FILE_ONLY_KEYS = ("final_train", "trial_weights", "speedups", "bad_images")
 
 
 def file_only_keys(study: optuna.Study) -> dict[str, Any]:

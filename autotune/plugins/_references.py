@@ -92,10 +92,11 @@ def reference_for(value: str, registry: dict[str, str]) -> str:
 
 
 # Data named by a scheme and a file's path (relative to the study file), read by
-# autotune.training._sources: `csv:table.csv` (with `target`), `tensors:data.pt` or `.npz`;
+# autotune.training._sources: `csv:table.csv` (with `target`), `tensors:data.pt` or `.npz`,
+# `imagefolder:images/` (autotune.training._imagefolder);
 # and torchvision's by name (autotune.training._torchvision): `torchvision:CIFAR10`, and as
 # a model `torchvision:resnet18`
-DATA_SCHEMES = ("csv", "tensors", "torchvision")
+DATA_SCHEMES = ("csv", "tensors", "imagefolder", "torchvision")
 MODEL_SCHEMES = ("torchvision",)
 
 

@@ -157,7 +157,8 @@ def search(args: Options) -> int:
     splits = load_splits(spec.dataset, data_dir=args.data_dir, val_fraction=spec.val_fraction,
                          split_seed=spec.split_seed, device=device, on_notice=_log,
                          base_dir=Path(spec.path).parent, task=task(spec.loss),
-                         target=spec.target)
+                         target=spec.target, image_size=spec.image_size,
+                         bad_images=spec.bad_images)
     if args.worker_index is None and (not plugins.is_builtin_model(spec.model)
                                       or spec.dataset not in plugins.DATASETS):
         check_user_model(spec, splits)  # before the study is created or changed

@@ -29,7 +29,7 @@ SHIPPED_DIR = Path(__file__).resolve().parents[2] / "studies"
 
 TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
             "final_train", "trial_weights", "speedups", "budget", "sampler", "pruner", "fixed",
-            "space", "start_from", "loss", "metric", "target"}
+            "space", "start_from", "loss", "metric", "target", "image_size", "bad_images"}
 BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
 PARAM_KEYS = {"low", "high", "log", "step", "choices"}
 # Fields a study sets in its own keys, not through [fixed] or [space].
@@ -79,6 +79,8 @@ class StudySpec:
     # built-in models always do; results equal up to float rounding); off: plain torch
     speedups: bool = False
     target: tuple[str, ...] = ()  # the label or value columns of a csv: data set
+    image_size: int | None = None  # an imagefolder: data set's images resized to N x N
+    bad_images: str = "skip"  # an imagefolder: image that cannot be decoded: skip or fail
     n_trials: int = 20  # study-wide total of finished (complete + pruned) trials
     timeout_s: float | None = None  # stop starting trials after this many seconds of a run
     max_epochs: int = 10  # epochs per trial unless pruned
@@ -110,6 +112,8 @@ class StudySpec:
                                                        Path(self.path).parent)
         if self.target:  # only when given, so studies stored before it still match
             out["target"] = list(self.target)
+        if self.image_size is not None:
+            out["image_size"] = self.image_size
         for key, default in (("loss", DEFAULT_LOSS), ("metric", DEFAULT_METRIC)):
             if getattr(self, key) != default:  # so studies stored before them still match
                 out[key] = getattr(self, key)
@@ -192,7 +196,8 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
     if mismatch:
         raise v.fail("metric", mismatch)
     spec = dataclasses.replace(spec, metric=metric)
-    spec = dataclasses.replace(spec, target=v.target(raw, spec.dataset))
+    spec = dataclasses.replace(spec, target=v.target(raw, spec.dataset),
+                               **v.image_options(raw, spec.dataset))
     if task(spec.loss) == "regression" and spec.dataset in plugins.DATASETS:
         raise v.fail("loss", f"'{spec.loss}' is a regression loss and the built-in dataset "
                      f"'{spec.dataset}' has class labels; use cross_entropy or hinge, or "
@@ -251,6 +256,12 @@ class _Validator:
             except UsageError as exc:
                 raise self.fail("dataset", str(exc)) from None
             return str(value)
+        if scheme is not None and scheme[0] == "imagefolder":
+            path = Path(self.path).parent / scheme[1]
+            if not scheme[1] or not path.is_dir():
+                raise self.fail("dataset", f"folder '{path}' does not exist (imagefolder:PATH "
+                                "is relative to the study file)")
+            return str(value)
         if scheme is not None:
             path = Path(self.path).parent / scheme[1]
             if not scheme[1] or not path.is_file():
@@ -261,6 +272,17 @@ class _Validator:
             plugins.load_function(value, Path(self.path).parent, f"{self.path}: dataset")
             return value
         return self.one_of(raw, "dataset", tuple(plugins.DATASETS), None)
+
+    def image_options(self, raw: dict[str, Any], dataset: str) -> dict[str, Any]:
+        """`image_size` and `bad_images`, which only an imagefolder: data set takes."""
+        given = [key for key in ("image_size", "bad_images") if key in raw]
+        if given and not dataset.startswith("imagefolder:"):
+            raise self.fail(given[0], "only an imagefolder: data set takes it")
+        size = self.typed(raw, "image_size", int, None)
+        if size is not None and not 1 <= size <= 4096:
+            raise self.fail("image_size", f"must be in [1, 4096], got {size}")
+        return {"image_size": size,
+                "bad_images": self.one_of(raw, "bad_images", ("skip", "fail"), "skip")}
 
     def target(self, raw: dict[str, Any], dataset: str) -> tuple[str, ...]:
         """The `target` column(s): required by a csv: data set, refused elsewhere."""

@@ -104,6 +104,8 @@ def load_splits(
     base_dir: Path | None = None,
     task: str = "classification",
     target: tuple[str, ...] = (),
+    image_size: int | None = None,
+    bad_images: str = "skip",
 ) -> Splits:
     """Load dataset `name` once per process and return its splits on `device`.
 
@@ -123,12 +125,19 @@ def load_splits(
 
         name = scheme[1]
         load = functools.partial(_torchvision.load_dataset, name)
+    elif scheme is not None and scheme[0] == "imagefolder":
+        from autotune.training import _imagefolder
+
+        load = functools.partial(_imagefolder_loader, _imagefolder.load,
+                                 ((base_dir or Path(".")) / scheme[1]).resolve(), image_size,
+                                 bad_images)
     elif scheme is not None:
         load = _sources.loader(scheme[0], ((base_dir or Path(".")) / scheme[1]).resolve(),
                                target, task)
     reference = name if scheme else plugins.reference_for(name, plugins.DATASETS)
     key = (reference, str(base_dir), str(idx_files.resolve_data_dir(data_dir)),
-           float(val_fraction), int(split_seed), str(torch.device(device)), task, target)
+           float(val_fraction), int(split_seed), str(torch.device(device)), task, target,
+           image_size, bad_images)
     if key not in _SPLITS_CACHE:
         global _on_notice
         _on_notice = on_notice
@@ -142,6 +151,13 @@ def load_splits(
 
 
 _on_notice: Callable[[str], None] = _print_to_stderr  # load_splits' on_notice, while it loads
+
+
+def _imagefolder_loader(read: Callable[..., plugins.Data], path: Path, image_size: int | None,
+                        bad_images: str, data_dir: str, val_fraction: float,
+                        split_seed: int) -> plugins.Data:
+    """An image folder as the seam's load(data_dir, val_fraction, split_seed)."""
+    return read(path, image_size, bad_images, val_fraction, split_seed)
 
 
 def _builtin(name: str) -> Callable[[str, float, int], plugins.Data]:
