@@ -161,22 +161,28 @@ def test_bad_user_code_is_refused_in_one_line_with_storage_untouched(
     assert message in line and str(study_file) in line
 
 
+def export_best(tmp_path: Path, study: str, url: str) -> str:
+    """`autotune.export` of a study's best trial into tmp_path/exports/best.toml: its text."""
+    out = tmp_path / "exports" / "best.toml"
+    out.parent.mkdir()
+    exported = subprocess.run([sys.executable, "-m", "autotune.export", "--study", study,
+                               "--storage", url, "--out", str(out)], cwd=tmp_path, text=True,
+                              capture_output=True, timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    return out.read_text()
+
+
 def test_an_exported_user_study_names_its_model_from_the_new_folder_and_retrains(tmp_path):
     study_file = write_user_study(tmp_path / "project", STUDY.replace(
         'dataset = "digits"', 'dataset = "digits"\nloss = "hinge"\nmetric = "val_loss"'))
     url = f"sqlite:///{tmp_path / 'mine.db'}"
     assert run("--study", str(study_file), "--storage", url, "--n-trials", "2",
                cwd=tmp_path).returncode == 0
-    out = tmp_path / "exports" / "best.toml"
-    out.parent.mkdir()
-    exported = subprocess.run([sys.executable, "-m", "autotune.export", "--study", "mine",
-                               "--storage", url, "--out", str(out)], cwd=tmp_path, text=True,
-                              capture_output=True, timeout=120)
-    assert exported.returncode == 0, exported.stderr
-    text = out.read_text()
+    text = export_best(tmp_path, "mine", url)
     assert 'model = "../project/code/model.py:build"' in text
     assert 'loss = "hinge"' in text and 'metric = "val_loss"' in text
-    retrained = run("--study", str(out), "--storage", url, "--n-trials", "1", cwd=tmp_path)
+    retrained = run("--study", str(tmp_path / "exports" / "best.toml"), "--storage", url,
+                    "--n-trials", "1", cwd=tmp_path)
     assert retrained.returncode == 0, retrained.stderr
     best = optuna.load_study(study_name="mine-best", storage=url)
     assert best.direction == optuna.study.StudyDirection.MINIMIZE

@@ -12,7 +12,7 @@ import torch
 from sklearn.datasets import load_diabetes, load_iris
 
 from autotune.training._sources import csv_table, tensor_file
-from tests.test_plugins import refused_with_storage_untouched, run
+from tests.test_plugins import export_best, refused_with_storage_untouched, run
 
 STUDY = '''
 name = "table"
@@ -134,22 +134,14 @@ def test_a_bad_table_is_refused_in_one_line(tmp_path, dataset, target, csv_text,
 
 
 def test_an_exported_csv_study_names_its_table_from_the_new_folder_and_retrains(tmp_path):
-    import subprocess
-    import sys
-
     (tmp_path / "project").mkdir()
     write_iris(tmp_path / "project" / "iris.csv")
     study_file = write_study(tmp_path / "project", "csv:iris.csv", "species")
     url = f"sqlite:///{tmp_path / 'c.db'}"
     assert run("--study", str(study_file), "--storage", url, "--n-trials", "1",
                cwd=tmp_path).returncode == 0
-    out = tmp_path / "exports" / "best.toml"
-    out.parent.mkdir()
-    exported = subprocess.run([sys.executable, "-m", "autotune.export", "--study", "table",
-                               "--storage", url, "--out", str(out)], cwd=tmp_path, text=True,
-                              capture_output=True, timeout=120)
-    assert exported.returncode == 0, exported.stderr
-    text = out.read_text()
+    text = export_best(tmp_path, "table", url)
     assert 'dataset = "csv:../project/iris.csv"' in text and 'target = "species"' in text
-    retrained = run("--study", str(out), "--storage", url, cwd=tmp_path)
+    retrained = run("--study", str(tmp_path / "exports" / "best.toml"), "--storage", url,
+                    cwd=tmp_path)
     assert retrained.returncode == 0, retrained.stderr

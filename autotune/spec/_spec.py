@@ -304,12 +304,12 @@ class _Validator:
     def model(self, raw: dict[str, Any]) -> str:
         value = raw.get("model", "mlp")
         if isinstance(value, str) and value.startswith("torchvision:"):
-            from torchvision import models
+            from autotune.training._torchvision import model_builder
 
-            if value.partition(":")[2] not in models.list_models(module=models):
-                raise self.fail("model", f"torchvision.models has no model "
-                                f"'{value.partition(':')[2]}'; for example: "
-                                f"{', '.join(models.list_models(module=models)[:10])}, ...")
+            try:
+                model_builder(value.partition(":")[2])
+            except UsageError as exc:
+                raise self.fail("model", str(exc)) from None
             self.user_model = True  # its params (weights, freeze) are of any name
             return value
         if isinstance(value, str) and plugins.is_reference(value):

@@ -119,21 +119,9 @@ def load_splits(
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction=}")
     # a reference's function is looked up by user_splits; a scheme's loader is made here
-    load: Callable[[str, float, int], plugins.Data] | None = None
-    if scheme is not None and scheme[0] == "torchvision":
-        from autotune.training import _torchvision
-
-        name = scheme[1]
-        load = functools.partial(_torchvision.load_dataset, name)
-    elif scheme is not None and scheme[0] == "imagefolder":
-        from autotune.training import _imagefolder
-
-        load = functools.partial(_imagefolder_loader, _imagefolder.load,
-                                 ((base_dir or Path(".")) / scheme[1]).resolve(), image_size,
-                                 bad_images)
-    elif scheme is not None:
-        load = _sources.loader(scheme[0], ((base_dir or Path(".")) / scheme[1]).resolve(),
-                               target, task)
+    load = None if scheme is None else _sources.loader(
+        *scheme, base_dir or Path("."), target=target, task=task, image_size=image_size,
+        bad_images=bad_images)
     reference = name if scheme else plugins.reference_for(name, plugins.DATASETS)
     key = (reference, str(base_dir), str(idx_files.resolve_data_dir(data_dir)),
            float(val_fraction), int(split_seed), str(torch.device(device)), task, target,
@@ -151,13 +139,6 @@ def load_splits(
 
 
 _on_notice: Callable[[str], None] = _print_to_stderr  # load_splits' on_notice, while it loads
-
-
-def _imagefolder_loader(read: Callable[..., plugins.Data], path: Path, image_size: int | None,
-                        bad_images: str, data_dir: str, val_fraction: float,
-                        split_seed: int) -> plugins.Data:
-    """An image folder as the seam's load(data_dir, val_fraction, split_seed)."""
-    return read(path, image_size, bad_images, val_fraction, split_seed)
 
 
 def _builtin(name: str) -> Callable[[str, float, int], plugins.Data]:

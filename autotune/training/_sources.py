@@ -1,7 +1,8 @@
-"""Data sets named by a scheme and a path: `csv:PATH` (a table of numbers, `target` naming
-its label or value columns) and `tensors:PATH` (a `.pt` file read with `weights_only=True`,
-or a `.npz` file). Each becomes the loader a user would write, `load(data_dir, val_fraction,
-split_seed) -> Data`, and goes through the same seam.
+"""Data sets named by a scheme: `csv:PATH` (a table of numbers, `target` naming its label or
+value columns), `tensors:PATH` (a `.pt` file read with `weights_only=True`, or a `.npz`
+file), and, from their own modules, `imagefolder:PATH` and `torchvision:NAME`. `loader`
+makes each the loader a user would write, `load(data_dir, val_fraction, split_seed) ->
+Data`, which goes through the same seam.
 
 A file that holds one table (a CSV, or tensors `x` and `y`) is split here: a fixed fifth is
 held out as the test split (seeded by TEST_SEED, whatever the study's seeds), then the
@@ -27,9 +28,22 @@ TEST_FRACTION = 0.2  # of a single table, held out for the one test evaluation
 TEST_SEED = 0
 
 
-def loader(scheme: str, path: Path, target: Sequence[str], task: str
-           ) -> Callable[[str, float, int], Data]:
-    """The `load(data_dir, val_fraction, split_seed)` of a scheme's data file."""
+def loader(scheme: str, location: str, base_dir: Path, *, target: Sequence[str] = (),
+           task: str = "classification", image_size: int | None = None,
+           bad_images: str = "skip") -> Callable[[str, float, int], Data]:
+    """The `load(data_dir, val_fraction, split_seed)` of a `scheme:location` data set: a
+    file or folder relative to `base_dir`, or for torchvision a data set's name."""
+    if scheme == "torchvision":
+        from autotune.training._torchvision import load_dataset
+
+        return lambda data_dir, val_fraction, split_seed: load_dataset(
+            location, data_dir, val_fraction, split_seed)
+    path = (base_dir / location).resolve()
+    if scheme == "imagefolder":
+        from autotune.training import _imagefolder
+
+        return lambda data_dir, val_fraction, split_seed: _imagefolder.load(
+            path, image_size, bad_images, val_fraction, split_seed)
     if scheme == "csv":
         return lambda data_dir, val_fraction, split_seed: csv_table(
             path, target, task, val_fraction, split_seed)

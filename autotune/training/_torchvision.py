@@ -117,14 +117,7 @@ def build_model(name: str, params: dict[str, Any], info: DataInfo) -> nn.Module:
     """`torchvision.models.<name>` for `info`'s images and outputs. `weights` (a local
     state-dict or safetensors file, before the head is replaced) and `freeze` ("backbone":
     only the new head trains) come from the study's params."""
-    from torchvision import models
-
-    try:
-        builder = models.get_model_builder(name)
-    except ValueError:
-        known = models.list_models(module=models)
-        raise UsageError(f"model 'torchvision:{name}': torchvision.models has no model "
-                         f"'{name}'; for example: {', '.join(known[:10])}, ...") from None
+    builder = model_builder(name)
     if len(info.input_shape) != 3 or info.input_shape[0] != 3:
         raise UsageError(f"model 'torchvision:{name}' takes 3-channel images (3, H, W); the "
                          f"data's examples have shape {tuple(info.input_shape)}")
@@ -145,6 +138,19 @@ def build_model(name: str, params: dict[str, Any], info: DataInfo) -> nn.Module:
         for parameter in new_head.parameters():
             parameter.requires_grad_(True)
     return model
+
+
+def model_builder(name: str) -> Any:
+    """`torchvision.models`' builder of model `name`; UsageError listing a few when there is
+    no such model."""
+    from torchvision import models
+
+    try:
+        return models.get_model_builder(name)
+    except ValueError:
+        known = models.list_models(module=models)
+        raise UsageError(f"model 'torchvision:{name}': torchvision.models has no model "
+                         f"'{name}'; for example: {', '.join(known[:10])}, ...") from None
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
