@@ -25,7 +25,10 @@ STUDY_FILES_DIR = Path(tempfile.gettempdir()) / "autotune-studies"  # files tune
 def tune(study: str | Path | None = None, *, name: str | None = None,
          model: str | Callable[..., Any] | None = None,
          data: str | Callable[..., Any] | None = None, loss: str | None = None,
-         metric: str | None = None, space: dict[str, dict[str, Any]] | None = None,
+         metric: str | None = None, train: str | Callable[..., Any] | None = None,
+         script: str | Path | None = None, args: str | None = None,
+         report_regex: str | None = None, direction: str | None = None,
+         space: dict[str, dict[str, Any]] | None = None,
          fixed: dict[str, Any] | None = None, n_trials: int | None = None,
          max_epochs: int | None = None, storage: str | None = None, workers: int = 1,
          seed: int | None = None, sampler: str | None = None, pruner: str | None = None,
@@ -37,7 +40,11 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
     Either `study`, a study file's path or a shipped study's name, or the study itself:
     `name`, `data` and `model` (built-in names, "file.py:function" references, or
     module-level functions, which every worker imports by their file), plus `loss`,
-    `metric`, `space`, `fixed`. `n_trials`, `max_epochs`, `seed`, `sampler`, `pruner` and
+    `metric`, `space`, `fixed`. Or your own training instead of data and model: `train`, a
+    function train(params, trial: autotune.Trial) -> float, or `script`, a training
+    script's path (with `args` and `report_regex`); `metric` then names what it reports,
+    and `direction` ("maximize" or "minimize") is needed for a metric autotune does not
+    know. `n_trials`, `max_epochs`, `seed`, `sampler`, `pruner` and
     `timeout_s` override either, as the command's flags do (`name` renames a study file's
     study, as --study-name). Raises UsageError for bad input (nothing stored is changed),
     KeyboardInterrupt when interrupted (finished trials are kept) and AutotuneError when the
@@ -48,10 +55,13 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
     rename = name if study is not None else None  # a study file's own name, overridden
     if study is None:
         study = write_study_file(name=name, model=model, data=data, loss=loss, metric=metric,
-                                 space=space, fixed=fixed, seed=seed)
-    elif any(v is not None for v in (model, data, loss, metric, space, fixed)):
-        raise UsageError("tune(): give a study file, or model/data/loss/metric/space/fixed, "
-                         "not both")
+                                 space=space, fixed=fixed, seed=seed,
+                                 own={"train": train, "script": script, "args": args,
+                                      "report_regex": report_regex, "direction": direction})
+    elif any(v is not None for v in (model, data, loss, metric, space, fixed, train, script,
+                                      args, report_regex, direction)):
+        raise UsageError("tune(): give a study file, or the study's parts (model, data, "
+                         "train, script, space, ...), not both")
     options = session.Options(
         study=str(study), study_name=rename, storage=storage, n_trials=n_trials,
         timeout=timeout_s, max_epochs=max_epochs, seed=seed, sampler=sampler, pruner=pruner,
@@ -90,13 +100,22 @@ def reference(value: str | Callable[..., Any], what: str) -> str:
 
 def write_study_file(*, name: str | None, model: Any, data: Any, loss: str | None,
                      metric: str | None, space: dict[str, Any] | None,
-                     fixed: dict[str, Any] | None, seed: int | None) -> Path:
+                     fixed: dict[str, Any] | None, seed: int | None,
+                     own: dict[str, Any] | None = None) -> Path:
     """The study a tune() call declares, as a study file every worker can read."""
-    if not name or data is None:
+    own = {k: v for k, v in (own or {}).items() if v is not None}
+    if not name or (data is None and "train" not in own and "script" not in own):
         raise UsageError("tune(): give a study file, or at least name= and data= (and model=, "
-                         "default 'mlp')")
-    doc: dict[str, Any] = {"name": name, "dataset": reference(data, "data"),
-                           "model": reference(model or "mlp", "model")}
+                         "default 'mlp'), or name= and train= (your function) or script=")
+    doc: dict[str, Any] = {"name": name}
+    if "train" in own:
+        own["train"] = reference(own["train"], "train")
+    if "script" in own:  # the study file is written elsewhere: the script's path, absolute
+        own["script"] = str(Path(own["script"]).resolve())
+    if data is not None or model is not None or not own:
+        doc.update({"dataset": reference(data, "data"),
+                    "model": reference(model or "mlp", "model")})
+    doc.update(own)
     doc.update({k: v for k, v in (("loss", loss), ("metric", metric), ("seed", seed))
                 if v is not None})
     if fixed:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "autotune"
-SUBPACKAGES = ("cli", "spec", "search", "launch", "training", "plugins", "storage", "fast")
+SUBPACKAGES = ("cli", "spec", "search", "launch", "training", "routes", "plugins", "storage",
+               "fast")
 # the public modules at the top: the API, the errors, and `python -m autotune.<command>`
 PUBLIC_TOP = {"__init__", "__main__", "api", "errors", "run", "status", "report", "export",
               "migrate", "dashboard"}
@@ -92,3 +93,16 @@ def test_the_top_level_holds_only_the_public_modules_and_private_helpers():
     assert {m for m in top if not m.startswith("_")} | {"__init__", "__main__"} == PUBLIC_TOP
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == \
         set(SUBPACKAGES)
+
+
+def test_autotune_report_stays_the_reporting_function_once_the_report_command_is_imported():
+    script = ("import autotune, autotune.report, io, contextlib\n"
+              "out = io.StringIO()\n"
+              "with contextlib.redirect_stdout(out):\n"
+              "    autotune.report(epoch=2, val_accuracy=0.5)\n"
+              "print(repr(out.getvalue()), callable(autotune.report.main))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("'@autotune.report {\"epoch\": 2, \"val_accuracy\": 0.5}\\n'"
+                                   " True")

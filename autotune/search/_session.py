@@ -130,13 +130,15 @@ def search(args: Options) -> int:
     check_environment()  # a bad setting is refused before storage is touched
     load_installed()  # plugins (autotune.fast) plug into the hooks of fit and storage
     # a forked worker has the data already; a user's data set is read by its own code
-    if "autotune.training._data" not in sys.modules and spec.dataset in plugins.DATASETS:
+    if "autotune.training._data" not in sys.modules and spec.dataset in plugins.DATASETS \
+            and not spec.own_training:
         # the data's files decompress on another core while torch loads (~0.25 s saved)
         idx_files.read_ahead(spec.dataset, args.data_dir)
     url = storage.resolve_url(args.storage)
     # opened before torch loads: a server that does not answer is reported within a second
     store = storage.open_storage(url)
     # torch loads only now, so --help and bad input answer in well under a second of it.
+    from autotune.routes import FunctionObjective, ScriptObjective
     from autotune.search._final import evaluate_best
     from autotune.search._notes import write_study_note
     from autotune.search._objective import Objective, requeue_interrupted
@@ -154,22 +156,28 @@ def search(args: Options) -> int:
         existing = wait_for_definition(store, spec.name)  # it may be seconds old
         for diff in check_definition(existing, spec, allow_changes=args.allow_changes):
             _log(f"warning: definition changed ({diff}); continuing because of --allow-changes")
-    splits = load_splits(spec.dataset, data_dir=args.data_dir, val_fraction=spec.val_fraction,
-                         split_seed=spec.split_seed, device=device, on_notice=_log,
-                         base_dir=Path(spec.path).parent, task=task(spec.loss),
-                         target=spec.target, image_size=spec.image_size,
-                         bad_images=spec.bad_images)
-    if args.worker_index is None and (not plugins.is_builtin_model(spec.model)
-                                      or spec.dataset not in plugins.DATASETS):
-        check_user_model(spec, splits)  # before the study is created or changed
+    splits = None  # the user's own training loads its own data
+    if spec.own_training:
+        source = held = (f"your function {spec.train}" if spec.train
+                         else f"your script {spec.script}")
+    else:
+        splits = load_splits(spec.dataset, data_dir=args.data_dir,
+                             val_fraction=spec.val_fraction, split_seed=spec.split_seed,
+                             device=device, on_notice=_log, base_dir=Path(spec.path).parent,
+                             task=task(spec.loss), target=spec.target,
+                             image_size=spec.image_size, bad_images=spec.bad_images)
+        source, held = splits.source, splits.held
+        if args.worker_index is None and (not plugins.is_builtin_model(spec.model)
+                                          or spec.dataset not in plugins.DATASETS):
+            check_user_model(spec, splits)  # before the study is created or changed
     if existing is None:
         artifact_dir = artifacts.resolve_dir(args.artifacts, url)
         storage.prepare_for_writes(store)  # every check passed: writes may change the file
         try:
-            study = create_study(store, spec, data_source=splits.source,
+            study = create_study(store, spec, data_source=source,
                                  sampler_seed=spec.seed, artifact_dir=str(artifact_dir))
-            _log(f"created study '{spec.name}' in {storage.mask(url)} (data: {splits.source}; "
-                 f"{splits.held})")
+            _log(f"created study '{spec.name}' in {storage.mask(url)} (" + (
+                f"trains with {source})" if splits is None else f"data: {source}; {held})"))
         except optuna.exceptions.DuplicatedStudyError:  # another machine created it just now
             existing = wait_for_definition(store, spec.name)
             check_definition(existing, spec, allow_changes=args.allow_changes)
@@ -177,16 +185,15 @@ def search(args: Options) -> int:
         stored_dir = existing.user_attrs.get(ARTIFACT_DIR_ATTR)
         artifact_dir = artifacts.resolve_dir(args.artifacts, url) if (
             args.artifacts or not stored_dir) else Path(stored_dir)
-        source_diff = check_data_source(existing, splits.source,
-                                        allow_changes=args.allow_changes)
+        source_diff = check_data_source(existing, source, allow_changes=args.allow_changes)
         if source_diff:
             _log(f"warning: {source_diff}; continuing because of --allow-changes")
         storage.prepare_for_writes(store)
         study = resume_study(store, spec, sampler_seed=worker_seed(spec.seed, existing))
         if args.worker_index is None:
             _log(f"resuming study '{spec.name}' in {storage.mask(url)}: "
-                 f"{count_finished(study)} of {spec.n_trials} trials finished (data: "
-                 f"{splits.held})")
+                 f"{count_finished(study)} of {spec.n_trials} trials finished (" +
+                 (f"trains with {held})" if splits is None else f"data: {held})"))
     if args.worker_index is None:
         requeued = requeue_interrupted(study)
         if requeued:
@@ -195,14 +202,22 @@ def search(args: Options) -> int:
     if args.workers > 1:
         stopped_early = run_workers(study, spec, args)
     else:
-        objective = Objective(spec, splits, device, artifacts.open_store(artifact_dir),
-                              checkpoint_every_s=checkpoint_every_s)
+        trial_store = artifacts.open_store(artifact_dir)
+        objective: Callable[[optuna.Trial], float]
+        if spec.train:
+            objective = FunctionObjective(spec, device, trial_store)
+        elif spec.script:
+            objective = ScriptObjective(spec, device, trial_store)
+        else:
+            assert splits is not None
+            objective = Objective(spec, splits, device, trial_store,
+                                  checkpoint_every_s=checkpoint_every_s)
         prefix = f"w{args.worker_index} " if args.worker_index is not None else ""
         stopped_early = optimize(study, spec, objective, prefix)
     if args.worker_index is not None:  # the parent evaluates and summarises once
         return EXIT_FAILURE if stopped_early else EXIT_OK
-    test = evaluate_best(study, spec, splits, device,
-                         store=artifacts.open_store(artifact_dir))
+    test = None if splits is None else evaluate_best(  # the user's code owns its test data
+        study, spec, splits, device, store=artifacts.open_store(artifact_dir))
     write_study_note(study)  # the best trial at a glance on the dashboard's study page
     print("\n".join(summary.summary_lines(study, storage.mask(url), test)))
     return EXIT_FAILURE if stopped_early else EXIT_OK

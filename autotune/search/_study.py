@@ -18,7 +18,6 @@ import optuna
 from autotune.errors import DefinitionMismatch
 from autotune.search import _samplers as samplers
 from autotune.spec._spec import StudySpec
-from autotune.training._losses import METRICS
 
 METRIC_NAME = "val_accuracy"  # the default metric (autotune.training._losses.DEFAULT_METRIC)
 DEFINITION_ATTR = "autotune:definition"  # JSON-able dict: StudySpec.definition()
@@ -90,7 +89,8 @@ def create_study(storage: optuna.storages.BaseStorage, spec: StudySpec, *, data_
                  sampler_seed: int, artifact_dir: str) -> optuna.Study:
     """Create a new study and store everything needed to rebuild its search elsewhere."""
     study = optuna.create_study(
-        study_name=spec.name, storage=storage, direction=METRICS[spec.metric].direction,
+        study_name=spec.name, storage=storage,
+        direction=optuna.study.StudyDirection[spec.direction.upper()],
         sampler=samplers.build_sampler(spec.sampler, spec.sampler_options, sampler_seed),
         pruner=samplers.build_pruner(spec.pruner, spec.pruner_options, spec.max_epochs))
     with warnings.catch_warnings():  # experimental since 3.2, stable in practice

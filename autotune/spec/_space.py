@@ -37,7 +37,8 @@ def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     params: dict[str, Any] = {}
     ordered = sorted(spec.space, key=lambda p: p.name not in FIRST)
     for param in ordered:
-        if applies(param.name, {**spec.fixed, **params}):
+        # the user's own training gets every param it declares: their names mean what it says
+        if spec.own_training or applies(param.name, {**spec.fixed, **params}):
             params[param.name] = suggest_one(trial, param)
     return params
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
+import re
+import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,8 @@ SHIPPED_DIR = Path(__file__).resolve().parents[2] / "studies"
 
 TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
             "final_train", "trial_weights", "speedups", "budget", "sampler", "pruner", "fixed",
-            "space", "start_from", "loss", "metric", "target", "image_size", "bad_images"}
+            "space", "start_from", "loss", "metric", "target", "image_size", "bad_images",
+            "train", "script", "args", "report_regex", "direction"}
 BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
 PARAM_KEYS = {"low", "high", "log", "step", "choices"}
 # Fields a study sets in its own keys, not through [fixed] or [space].
@@ -39,6 +43,15 @@ ALLOWED_CHOICES = {"optimizer": OPTIMIZERS, "model": MODELS, "schedule": SCHEDUL
 FINAL_TRAIN = ("train", "train+val")
 # Which trials store their best epoch's weights as an artifact (autotune.search._objective).
 TRIAL_WEIGHTS = ("improving", "all", "none")
+# What only autotune's own training reads: a study whose `train` function or `script` trains
+# refuses them (that code loads its own data and builds its own model).
+OWN_TRAINING_KEYS = ("dataset", "model", "loss", "target", "image_size", "bad_images",
+                     "val_fraction", "split_seed", "final_train", "trial_weights", "speedups")
+DIRECTIONS = ("maximize", "minimize")
+# a metric of the user's own (what their train function returns or their script reports)
+METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+# names a script's `args` may use besides the study's params
+ARGS_NAMES = ("max_epochs", "trial_number", "seed", "device")
 # Flipping a digit left-right makes another symbol (or none): no label survives it.
 NO_HFLIP_DATASETS = ("digits", "mnist")
 
@@ -60,7 +73,7 @@ class StudySpec:
     """Everything that defines a study: data, model, search space, algorithms and budget."""
 
     name: str
-    dataset: str
+    dataset: str  # "" when `train` or `script` trains (that code loads its own data)
     model: str = "mlp"
     loss: str = "cross_entropy"  # what trials train with (autotune.training._losses.LOSSES)
     metric: str = "val_accuracy"  # what scores them; the study's direction follows it
@@ -81,6 +94,12 @@ class StudySpec:
     target: tuple[str, ...] = ()  # the label or value columns of a csv: data set
     image_size: int | None = None  # an imagefolder: data set's images resized to N x N
     bad_images: str = "skip"  # an imagefolder: image that cannot be decoded: skip or fail
+    # Your own training instead of autotune's (then dataset, model and loss are not given):
+    train: str = ""  # "file.py:function": train(params, trial: autotune.Trial) -> float
+    script: str = ""  # a training script (relative to the study file), run once per trial
+    args: str | None = None  # its arguments, "--lr {lr} ..."; None: every param as --name value
+    report_regex: str = ""  # its printed lines' first group is the next epoch's value
+    direction: str = "maximize"  # maximize or minimize: the metric's, or the file's own
     n_trials: int = 20  # study-wide total of finished (complete + pruned) trials
     timeout_s: float | None = None  # stop starting trials after this many seconds of a run
     max_epochs: int = 10  # epochs per trial unless pruned
@@ -96,6 +115,11 @@ class StudySpec:
     path: str = ""  # where the spec was read from
     text: str = ""  # the study file's raw text, stored on the study
 
+    @property
+    def own_training(self) -> bool:
+        """Whether the user's `train` function or `script` trains, not autotune's fit."""
+        return bool(self.train or self.script)
+
     def definition(self) -> dict[str, Any]:
         """What must match for a run to resume this study (everything but budget and labels)."""
         keep = {"dataset", "model", "seed", "val_fraction", "split_seed", "max_epochs",
@@ -106,10 +130,17 @@ class StudySpec:
                      for k, v in dataclasses.asdict(p).items() if k != "name" and v is not None}
             for p in self.space
         }
-        for key in ("model", "dataset"):  # the code itself: a resume on changed code
+        for key in ("model", "dataset", "train"):  # the code itself: a resume on changed code
             if plugins.is_reference(getattr(self, key)):
                 out[f"{key}_code"] = plugins.code_hash(getattr(self, key),
                                                        Path(self.path).parent)
+        if self.own_training:  # only then, so studies stored before them still match
+            out.update({k: getattr(self, k) for k in ("train", "script", "report_regex",
+                                                        "direction") if getattr(self, k)})
+            if self.args is not None:
+                out["args"] = self.args
+            if self.script:
+                out["script_code"] = _file_hash(Path(self.path).parent / self.script)
         if self.target:  # only when given, so studies stored before it still match
             out["target"] = list(self.target)
         if self.image_size is not None:
@@ -120,6 +151,10 @@ class StudySpec:
         if self.start_from:  # only when given, so studies stored before it still match
             out["start_from"] = [dict(e) for e in self.start_from]
         return out
+
+
+def _file_hash(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def find_study_file(study: str) -> Path:
@@ -173,11 +208,12 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
     v.keys(raw, TOP_KEYS, "")
     budget = v.table(raw, "budget")
     v.keys(budget, BUDGET_KEYS, "budget.")
+    own = v.own_training(raw)  # train = ... or script = ...: the user's code trains
     spec = StudySpec(
         name=v.study_name(raw, default_name),
         description=v.typed(raw, "description", str, ""),
-        dataset=v.dataset(raw),
-        model=v.model(raw),
+        dataset="" if own else v.dataset(raw),
+        model="" if own else v.model(raw),
         loss=v.one_of(raw, "loss", tuple(LOSSES), DEFAULT_LOSS),
         seed=v.typed(raw, "seed", int, 0),
         val_fraction=v.number(raw, "val_fraction", 0.1, low=0.0, high=1.0, open_=True) or 0.1,
@@ -191,11 +227,18 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         path=path,
         text=text,
     )
-    metric = v.one_of(raw, "metric", tuple(METRICS), default_metric(spec.loss))
-    mismatch = check_pair(spec.loss, metric)
-    if mismatch:
-        raise v.fail("metric", mismatch)
-    spec = dataclasses.replace(spec, metric=metric)
+    if own:
+        spec = dataclasses.replace(spec, **own, **v.own_metric(raw))
+    else:
+        metric = v.one_of(raw, "metric", tuple(METRICS), default_metric(spec.loss))
+        mismatch = check_pair(spec.loss, metric)
+        if mismatch:
+            raise v.fail("metric", mismatch)
+        if "direction" in raw:
+            raise v.fail("direction", f"follows the metric ('{metric}' is "
+                         f"{METRICS[metric].direction}d); only a study whose train function "
+                         "or script reports a metric of its own sets it")
+        spec = dataclasses.replace(spec, metric=metric, direction=METRICS[metric].direction)
     spec = dataclasses.replace(spec, target=v.target(raw, spec.dataset),
                                **v.image_options(raw, spec.dataset))
     if task(spec.loss) == "regression" and spec.dataset in plugins.DATASETS:
@@ -208,6 +251,8 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
     space = v.space(raw, fixed)
     v.no_hflip(spec.dataset, fixed, space)
     start_from = v.start_from(raw, space)
+    if spec.script:
+        v.script_args(spec.args, space, fixed)
     spec = dataclasses.replace(spec, sampler=sampler, sampler_options=sampler_options,
                                pruner=pruner, pruner_options=pruner_options, fixed=fixed,
                                space=space, start_from=start_from)
@@ -244,6 +289,84 @@ class _Validator:
     def __init__(self, path: str) -> None:
         self.path = path
         self.user_model = False  # a user's model takes params of any name
+        self.own = False  # the user's train function or script: every param is theirs
+
+    def own_training(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """`train` or `script` (with `args` and `report_regex`), checked; {} when neither is
+        given (autotune trains)."""
+        given = [key for key in ("train", "script") if key in raw]
+        if not given:
+            for key in ("args", "report_regex"):
+                if key in raw:
+                    raise self.fail(key, "only a study with script = \"train.py\" takes it")
+            return {}
+        if len(given) == 2:
+            raise self.fail("script", "give train (a function) or script (a file), not both")
+        key = given[0]
+        extra = [k for k in OWN_TRAINING_KEYS if k in raw]
+        if extra:
+            raise self.fail(extra[0], f"is for autotune's own training; a study whose {key} "
+                            "trains loads its own data and builds its own model: remove it")
+        self.user_model = self.own = True
+        value = self.typed(raw, key, str, None)
+        if key == "train":
+            for option in ("args", "report_regex"):
+                if option in raw:
+                    raise self.fail(option, "only a study with script = \"train.py\" takes "
+                                    "it; a train function reports through trial.report()")
+            plugins.load_function(value, Path(self.path).parent, f"{self.path}: train")
+            return {"train": value}
+        script = Path(self.path).parent / value
+        if not value or not script.is_file():
+            raise self.fail("script", f"file '{script}' does not exist (the script's path is "
+                            "relative to the study file)")
+        if script.suffix != ".py" and not os.access(script, os.X_OK):
+            raise self.fail("script", f"'{script}' is neither a .py file nor executable")
+        regex = self.typed(raw, "report_regex", str, "")
+        if regex:
+            try:
+                groups = re.compile(regex).groups
+            except re.error as exc:
+                raise self.fail("report_regex", f"not a valid regular expression: {exc}"
+                                ) from None
+            if groups < 1:
+                raise self.fail("report_regex", "needs a group around the value, e.g. "
+                                "'Accuracy: ([0-9.]+)'")
+        return {"script": value, "args": self.typed(raw, "args", str, None),
+                "report_regex": regex}
+
+    def own_metric(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The metric a train function returns or a script reports, and its direction: a
+        known metric's own, else the file's `direction` (required then)."""
+        metric = self.typed(raw, "metric", str, "val_accuracy")
+        if not METRIC_NAME.fullmatch(metric):
+            raise self.fail("metric", f"must be a name such as 'val_accuracy' or 'f1', got "
+                            f"{metric!r}")
+        known = METRICS[metric].direction if metric in METRICS else None
+        if "direction" not in raw and known is None:
+            raise self.fail("direction", f"is required: metric '{metric}' is your own; add "
+                            "direction = \"maximize\" or \"minimize\"")
+        direction = self.one_of(raw, "direction", DIRECTIONS, known)
+        if known is not None and direction != known:
+            raise self.fail("direction", f"metric '{metric}' is {known}d; remove direction "
+                            "or name your metric otherwise")
+        return {"metric": metric, "direction": direction}
+
+    def script_args(self, args: str | None, space: tuple[ParamSpec, ...],
+                    fixed: dict[str, Any]) -> None:
+        """Every {name} in a script's `args` must be a param or one of ARGS_NAMES."""
+        if args is None:
+            return
+        allowed = [p.name for p in space] + list(fixed) + list(ARGS_NAMES)
+        try:
+            names = [field for _, field, _, _ in string.Formatter().parse(args)
+                     if field is not None]
+        except ValueError as exc:
+            raise self.fail("args", f"{exc} (write {{{{ and }}}} for literal braces)") from None
+        for name in names:
+            if name not in allowed:
+                raise self.fail("args", f"{{{name}}} is not a param; allowed: "
+                                f"{', '.join(allowed)}")
 
     def dataset(self, raw: dict[str, Any]) -> str:
         value = raw.get("dataset")
@@ -406,9 +529,14 @@ class _Validator:
                                 f"got {value!r}")
         return name, table
 
+    def known_types(self) -> dict[str, type]:
+        """The TrainConfig fields and their types; none when the user's code trains (every
+        param is then theirs to name and judge)."""
+        return {} if self.own else field_types()
+
     def fixed(self, raw: dict[str, Any]) -> dict[str, Any]:
         table = self.table(raw, "fixed")
-        types = field_types()
+        types = self.known_types()
         settable = sorted(set(types) - NOT_SEARCHABLE)
         out: dict[str, Any] = {}
         for key in table:
@@ -425,7 +553,7 @@ class _Validator:
 
     def space(self, raw: dict[str, Any], fixed: dict[str, Any]) -> tuple[ParamSpec, ...]:
         table = self.table(raw, "space")
-        types = field_types()
+        types = self.known_types()
         settable = sorted(set(types) - NOT_SEARCHABLE)
         params = []
         for name, entry in table.items():
@@ -450,7 +578,7 @@ class _Validator:
             raise self.fail("start_from", "must be tables ([[start_from]] with param = value "
                             f"lines), got {entries!r}")
         params = {p.name: p for p in space}
-        types = field_types()
+        types = self.known_types()
         for i, entry in enumerate(entries):
             for name, value in entry.items():
                 key = f"start_from[{i}].{name}"
@@ -507,7 +635,7 @@ class _Validator:
             if not _is_type(value, kind):
                 raise self.fail(key, f"every choice must be {_type_name(kind)}, got {value!r}")
             value = float(value) if kind is float else value
-            allowed = ALLOWED_CHOICES.get(name)
+            allowed = None if self.own else ALLOWED_CHOICES.get(name)
             if allowed and value not in allowed:
                 raise self.fail(key, f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
             self.check_value(key, name, value)
@@ -532,7 +660,7 @@ class _Validator:
     def check_value(self, key: str, name: str, value: Any) -> None:
         """Let TrainConfig judge one value (e.g. momentum must stay below 1); a param only the
         user's model knows is the model's to judge."""
-        if name not in field_types():
+        if name not in self.known_types():
             return
         try:
             TrainConfig(**{name: value})

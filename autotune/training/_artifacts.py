@@ -111,6 +111,12 @@ def upload_json(store: FileSystemArtifactStore, trial: optuna.Trial, name: str,
     return _upload(store, trial, name, json.dumps(data).encode(), "application/json")
 
 
+def upload_text(store: FileSystemArtifactStore, trial: optuna.Trial, name: str,
+                text: str) -> str:
+    """Attach a text file (a script's output, say) to a running trial."""
+    return _upload(store, trial, name, text.encode(), "text/plain")
+
+
 def upload_weights(store: FileSystemArtifactStore, owner: optuna.Trial | optuna.Study,
                    state_dict: dict[str, torch.Tensor], name: str = WEIGHTS) -> str:
     """Attach model weights as safetensors (loading them can never run code) to a trial or
