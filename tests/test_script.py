@@ -5,6 +5,8 @@ a pruned trial's processes are killed; real processes and a real SQLite file."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore
 
 from autotune.search._study import ARTIFACT_DIR_ATTR
+from tests.conftest import REPO
 from tests.test_plugins import refused_with_storage_untouched, run
 
 SCRIPT = '''
@@ -234,3 +237,23 @@ def test_the_script_s_environment_names_the_trial(tmp_path):
     trial = optuna.load_study(study_name="scripted", storage=url).trials[0]
     assert trial.intermediate_values == {3: float(trial.user_attrs["seed"])}
     assert os.environ.get("AUTOTUNE_TRIAL_NUMBER") is None  # set for the script only
+
+
+def test_an_exported_script_study_names_its_script_from_the_new_folder_and_retrains(tmp_path):
+    study_file = write(tmp_path / "project", STUDY + "[[start_from]]\nlr = 0.05\n")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    done = run("--study", str(study_file), "--storage", url, "--n-trials", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "out").mkdir()
+    exported = subprocess.run(
+        [sys.executable, "-m", "autotune.export", "--study", "scripted", "--storage", url,
+         "--out", str(tmp_path / "out" / "best.toml")], cwd=tmp_path, capture_output=True,
+        text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert exported.returncode == 0, exported.stderr
+    text = (tmp_path / "out" / "best.toml").read_text()
+    assert 'script = "../project/code/train.py"' in text and "lr = 0.05" in text
+    again = run("--study", str(tmp_path / "out" / "best.toml"), "--storage", url,
+                cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    best = optuna.load_study(study_name="scripted-best", storage=url).best_trial
+    assert best.value == optuna.load_study(study_name="scripted", storage=url).best_value

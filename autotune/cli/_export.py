@@ -59,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         url = storage.resolve_url(args.storage)
         study = stored.load_existing(stored.open_existing(url), args.study, url)
         doc = best_study_file(study)
-        for key in ("model", "dataset"):  # the user's files, as seen from the new folder
-            doc[key] = relocated(study, doc[key], out.parent)
+        for key in ("model", "dataset", "train"):  # the user's files, seen from the new folder
+            if key in doc:
+                doc[key] = relocated(study, doc[key], out.parent)
+        if "script" in doc:
+            doc["script"] = relocated_file(study, doc["script"], out.parent)
         text = to_toml(doc, header(study, out.with_suffix(".toml")))
         parse_spec(doc, path=str(out), text=text)  # what autotune.run will accept, or fail now
         if out.suffix == ".json":
@@ -99,6 +102,8 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
     except ValueError:
         raise UsageError(f"study '{study.study_name}' has no complete trial yet; run more "
                          "trials before exporting") from None
+    if definition.get("train") or definition.get("script"):
+        return own_training_file(study, definition, best)
     return {
         "name": study.study_name + NAME_SUFFIX,
         # how the study's final step retrains and which trials keep weights: not part of the
@@ -123,6 +128,34 @@ def best_study_file(study: optuna.Study) -> dict[str, Any]:
         "pruner": {"name": "none"},
         "fixed": {**definition.get("fixed", {}), **best.params},
     }
+
+
+def own_training_file(study: optuna.Study, definition: dict[str, Any],
+                      best: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """best_study_file for a study whose own train function or script trains."""
+    return {
+        "name": study.study_name + NAME_SUFFIX,
+        "description": f"best configuration of study '{study.study_name}': trial "
+                       f"#{best.number}, {metric_name(study)} {best.value:.4f}",
+        **{key: definition[key] for key in ("train", "script", "args", "report_regex")
+           if key in definition},
+        "metric": metric_name(study),
+        "direction": definition.get("direction", study.direction.name.lower()),
+        "seed": definition["seed"],
+        "budget": {"n_trials": 1, "max_epochs": definition["max_epochs"]},
+        "sampler": {"name": definition["sampler"], **definition.get("sampler_options", {})},
+        "pruner": {"name": "none"},
+        "fixed": {**definition.get("fixed", {}), **best.params},
+    }
+
+
+def relocated_file(study: optuna.Study, value: str, out_dir: Path) -> str:
+    """A file's path relative to the study file it was declared in, rewritten relative to
+    the folder the export goes to (an absolute path stays as it is)."""
+    if Path(value).is_absolute():
+        return value
+    spec_dir = Path(study.user_attrs.get(PROVENANCE_ATTR, {}).get("spec_path") or ".").parent
+    return os.path.relpath((spec_dir / value).resolve(), out_dir.resolve())
 
 
 def relocated(study: optuna.Study, value: str, out_dir: Path) -> str:
@@ -162,7 +195,9 @@ def header(study: optuna.Study, out: Path) -> str:
     best = study.best_trial
     return "\n".join([
         f"# The best configuration of study '{study.study_name}': trial #{best.number}, "
-        f"{metric_name(study)} {best.value:.6f} (epoch {best.user_attrs.get('best_epoch', '?')}).",
+        f"{metric_name(study)} {best.value:.6f}" + (
+            f" (epoch {best.user_attrs['best_epoch']})." if "best_epoch" in best.user_attrs
+            else "."),
         "# Written by `python -m autotune.export`; retrain it with",
         f"#   python -m autotune.run --study {out} --n-trials 1",
         f"# The trial trained with torch seed {best.user_attrs.get('seed', '?')}; a run of this "
