@@ -249,3 +249,63 @@ if __name__ == "__main__":
     assert done.returncode == 0, done.stderr
     best = done.stdout.split("BEST ")[1].split()
     assert best[0] == "MINIMIZE" and float(best[1]) < 1.0 and best[2] == "['error']"
+
+
+LIGHTNING = '''
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from autotune.lightning import PruningCallback
+
+
+class Classifier(pl.LightningModule):
+    def __init__(self, lr):
+        super().__init__()
+        self.lr = lr
+        self.net = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, _):
+        x, y = batch
+        self.log("val_acc", (self.net(x).argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def train(params, trial):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 5, generator=g)
+    y = (x[:, 0] - x[:, 1] > 0).long()
+    fit = DataLoader(TensorDataset(x[:300], y[:300]), batch_size=30)
+    val = DataLoader(TensorDataset(x[300:], y[300:]), batch_size=100)
+    trainer = pl.Trainer(max_epochs=trial.max_epochs, accelerator="cpu", logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False,
+                         callbacks=[PruningCallback(trial, "val_acc")])
+    trainer.fit(Classifier(params["lr"]), fit, val)
+    return trainer.callback_metrics["val_acc"].item()
+'''
+
+
+def test_a_lightning_trainer_reports_through_the_pruning_callback_and_is_pruned(tmp_path):
+    folder = tmp_path / "project"
+    (folder / "code").mkdir(parents=True)
+    (folder / "code" / "train.py").write_text(LIGHTNING)
+    study = (STUDY.split("[fixed]")[0] + "[space]\nlr = { low = 1e-4, high = 0.5, log = true }"
+             "\n[[start_from]]\nlr = 0.3\n[[start_from]]\nlr = 0.2\n[[start_from]]\n"
+             "lr = 0.0001\n").replace("TRAIN", "train").replace("n_trials = 8", "n_trials = 3")
+    (folder / "study.toml").write_text(study)
+    url = f"sqlite:///{tmp_path / 'pl.db'}"
+    done = run("--study", str(folder / "study.toml"), "--storage", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    trials = optuna.load_study(study_name="loop", storage=url).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert sorted(trials[0].intermediate_values) == [1, 2, 3, 4]
+    assert trials[0].value == trials[0].intermediate_values[4] > 0.85
+    assert list(trials[2].intermediate_values) == [1] and trials[2].user_attrs["prune_reason"]
