@@ -309,3 +309,13 @@ def test_a_lightning_trainer_reports_through_the_pruning_callback_and_is_pruned(
     assert sorted(trials[0].intermediate_values) == [1, 2, 3, 4]
     assert trials[0].value == trials[0].intermediate_values[4] > 0.85
     assert list(trials[2].intermediate_values) == [1] and trials[2].user_attrs["prune_reason"]
+
+
+def test_the_own_loop_example_runs_as_the_readme_says(tmp_path):
+    url = f"sqlite:///{tmp_path / 'example.db'}"
+    result = run("--study", str(REPO / "examples" / "own-loop" / "study.toml"), "--storage",
+                 url, "--n-trials", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "study own-loop: 3 finished trials" in result.stdout
+    study = optuna.load_study(study_name="own-loop", storage=url)
+    assert study.best_value > 0.8  # digits: a fitted MLP is right on most of them

@@ -257,3 +257,14 @@ def test_an_exported_script_study_names_its_script_from_the_new_folder_and_retra
     assert again.returncode == 0, again.stderr
     best = optuna.load_study(study_name="scripted-best", storage=url).best_trial
     assert best.value == optuna.load_study(study_name="scripted", storage=url).best_value
+
+
+def test_the_script_example_runs_as_the_readme_says(tmp_path):
+    url = f"sqlite:///{tmp_path / 'example.db'}"
+    result = run("--study", str(REPO / "examples" / "script" / "study.toml"), "--storage",
+                 url, "--n-trials", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "study script: 2 finished trials" in result.stdout
+    trial = optuna.load_study(study_name="script", storage=url).trials[0]
+    assert sorted(trial.intermediate_values) == list(range(1, 9))  # read off its printed lines
+    assert 50 < trial.value <= 100  # a percentage, as the script prints it
