@@ -270,3 +270,40 @@ def test_the_speed_up_layer_on_and_off_writes_the_same_study(tmp_path, postgres_
 def test_a_bad_fast_storage_setting_is_refused_in_one_line():
     result = run_cli("--study", "digits", env={"AUTOTUNE_FAST_STORAGE": "yes"})
     assert_refused(result, "$AUTOTUNE_FAST_STORAGE must be 0 or 1, got 'yes'")
+
+
+TAKE_QUEUED = '''
+import json, sys, optuna
+from autotune.plugins._installed import load_installed
+from autotune.storage import _storage as storage
+if sys.argv[2] == "fast":
+    load_installed()  # the batched storage, where the plugin offers it
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.load_study(study_name="queued", storage=storage.open_storage(sys.argv[1]))
+taken = []
+for _ in range(40):
+    trial = study.ask()
+    taken.append(trial.number)
+    study.tell(trial, 1.0)
+print(json.dumps(taken))
+'''
+
+
+@pytest.mark.parametrize("layer", ["plain", "fast"])
+def test_two_workers_on_one_sqlite_file_never_take_the_same_queued_trial(tmp_path, layer):
+    # Optuna alone lets both take one (its issues 4002, 4621): the second tell then fails
+    url = f"sqlite:///{tmp_path / 'queued.db'}"
+    study = optuna.create_study(study_name="queued", storage=url)
+    for x in range(80):
+        study.enqueue_trial({"x": x})
+    study._storage._backend.engine.dispose()  # type: ignore[attr-defined]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AUTOTUNE_PLUGINS": "all"}
+    workers = [subprocess.Popen([sys.executable, "-c", TAKE_QUEUED, url, layer], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=120) for w in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+    first, second = (json.loads(out) for out, _ in outputs)
+    assert len(first) == len(second) == 40
+    assert sorted(first + second) == list(range(80))  # each queued trial taken once

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import functools
+import hashlib
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import optuna
@@ -109,8 +113,43 @@ def is_connection_error(exc: BaseException | None) -> bool:
 
 
 class ResilientRDBStorage(optuna.storages.RDBStorage):
-    """RDBStorage whose database calls survive a server restart or a network blip."""
+    """RDBStorage whose database calls survive a server restart or a network blip, and
+    whose workers on one SQLite file never take the same queued trial."""
 
 
 for _name in _RETRIED:
     setattr(ResilientRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
+
+_set_state_retried = ResilientRDBStorage.set_trial_state_values
+
+
+def _set_trial_state_values(self: ResilientRDBStorage, trial_id: int,
+                            state: optuna.trial.TrialState, values: Any = None) -> bool:
+    """Take a queued trial (WAITING -> RUNNING) under a lock shared by every process on this
+    machine that uses the same SQLite file. RDBStorage reads the trial's state, then updates
+    it; SQLite's Python driver starts the transaction only at the update, so two workers
+    could both read WAITING and both take the trial (Optuna issues 4002 and 4621: a
+    `[[start_from]]` configuration trained twice, the second tell failing). Under the lock,
+    the later one reads RUNNING and is refused, as on PostgreSQL's row lock."""
+    if state != optuna.trial.TrialState.RUNNING or self.engine.dialect.name != "sqlite":
+        return bool(_set_state_retried(self, trial_id, state, values))
+    with _claim_lock(str(self.engine.url.database)):
+        return bool(_set_state_retried(self, trial_id, state, values))
+
+
+ResilientRDBStorage.set_trial_state_values = _set_trial_state_values  # type: ignore[method-assign,assignment]
+
+
+@contextlib.contextmanager
+def _claim_lock(database: str) -> Iterator[None]:
+    """An exclusive flock on a file in the temporary folder named after the database's
+    path (not the database file itself: closing any descriptor of that file would drop the
+    POSIX locks SQLite holds on it in this process)."""
+    key = hashlib.sha256(os.path.realpath(database).encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"autotune-claim-{key}.lock")
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
