@@ -185,7 +185,9 @@ def test_a_script_that_knows_nothing_of_autotune_reports_through_a_regex(tmp_pat
 def test_a_failing_or_silent_script_fails_its_trial_with_the_reason(tmp_path, mode, reason):
     study_file = write(tmp_path / "project", STUDY.replace("width = 16", f'mode = "{mode}"'))
     url = f"sqlite:///{tmp_path / 'f.db'}"
-    done = run("--study", str(study_file), "--storage", url, "--n-trials", "1", cwd=tmp_path)
+    # every trial fails alike: a second of them is enough (not the 10 in a row that end a run)
+    done = run("--study", str(study_file), "--storage", url, "--n-trials", "1", "--timeout",
+               "1", cwd=tmp_path)
     study = optuna.load_study(study_name="scripted", storage=url)
     assert len(study.trials) >= 1 and study.trials[0].state.name == "FAIL"
     assert study.trials[0].user_attrs["fail_reason"] == reason
@@ -262,9 +264,9 @@ def test_an_exported_script_study_names_its_script_from_the_new_folder_and_retra
 def test_the_script_example_runs_as_the_readme_says(tmp_path):
     url = f"sqlite:///{tmp_path / 'example.db'}"
     result = run("--study", str(REPO / "examples" / "script" / "study.toml"), "--storage",
-                 url, "--n-trials", "2", cwd=tmp_path)
+                 url, "--n-trials", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "study script: 2 finished trials" in result.stdout
+    assert "study script: 1 finished trials" in result.stdout
     trial = optuna.load_study(study_name="script", storage=url).trials[0]
     assert sorted(trial.intermediate_values) == list(range(1, 9))  # read off its printed lines
     assert 50 < trial.value <= 100  # a percentage, as the script prints it
