@@ -613,3 +613,41 @@ def test_checkpoints_come_after_every_epoch_but_the_last_or_once_per_interval() 
     fit(build_model(cfg, (1, 8, 8), 3), X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg,
         on_checkpoint=lambda s: rare.append(s.epoch), checkpoint_every_s=3600)
     assert rare == []  # none due within the hour
+
+
+def test_a_head_lr_multiplier_gives_the_last_linear_layer_its_own_learning_rate() -> None:
+    from autotune.training._fit import param_groups
+
+    model = a_model()
+    cfg = TrainConfig(lr=0.02, head_lr_multiplier=5.0, schedule="onecycle")
+    optimizer = build_optimizer(param_groups(model, cfg), cfg)
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    body, top = optimizer.param_groups
+    assert [id(p) for p in top["params"]] == [id(p) for p in head.parameters()]
+    assert len(body["params"]) + len(top["params"]) == len(list(model.parameters()))
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=5)
+    for _ in range(7):  # onecycle keeps the ratio: each group peaks at its own lr
+        optimizer.step()
+        scheduler.step()
+        assert top["lr"] == pytest.approx(5 * body["lr"])
+    assert list(param_groups(model, TrainConfig()))[0] is next(model.parameters())
+    with pytest.raises(ValueError, match="head_lr_multiplier must be a finite number > 0"):
+        TrainConfig(head_lr_multiplier=0.0)
+
+
+def test_a_frozen_body_trained_with_a_head_multiplier_equals_the_head_at_that_lr() -> None:
+    def frozen_body_fit(cfg: TrainConfig) -> tuple[FitResult, dict[str, Tensor]]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
+        model[1].requires_grad_(False)
+        result = fit(model, X_TRAIN, Y_TRAIN, X_VAL, Y_VAL, cfg, plain=True)
+        return result, {k: v.clone() for k, v in model.state_dict().items()}
+
+    base = dict(optimizer="sgd", momentum=0.5, max_epochs=2, seed=3)
+    # 1/64 x 4 is 1/16 exactly: the same lr in both, to the bit
+    scaled, scaled_weights = frozen_body_fit(TrainConfig(lr=1 / 64, head_lr_multiplier=4.0,
+                                                         **base))
+    plain, plain_weights = frozen_body_fit(TrainConfig(lr=1 / 16, **base))
+    assert [e.value for e in scaled.epochs] == [e.value for e in plain.epochs]
+    for key, value in plain_weights.items():
+        torch.testing.assert_close(scaled_weights[key], value, rtol=0, atol=0)

@@ -40,6 +40,9 @@ class TrainConfig:
     warmup_fraction: float = 0.3  # onecycle only: share of the steps rising to lr; (0, 1)
     label_smoothing: float = 0.0  # cross-entropy target smoothing; 0 = off; [0, 1)
     grad_clip: float = 0.0  # max global L2 norm of the gradients; 0 = off; >= 0
+    # the model's last nn.Linear (its head) learns at lr x this, the rest at lr: a new head
+    # on a pretrained backbone often wants more; 1 = one lr for all; > 0
+    head_lr_multiplier: float = 1.0
     batch_size: int = 64  # examples per step, >= 1
     max_epochs: int = 10  # epochs to train unless pruned, >= 1
     max_batches_per_epoch: int = 0  # stop each epoch after this many batches; 0 = all, >= 0
@@ -75,6 +78,9 @@ class TrainConfig:
                              f"'file.py:function', got {self.model=}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr=}")
+        if not self.head_lr_multiplier > 0 or not math.isfinite(self.head_lr_multiplier):
+            raise ValueError(f"head_lr_multiplier must be a finite number > 0, got "
+                             f"{self.head_lr_multiplier=}")
         for name in ("momentum", "beta1", "beta2", "dropout", "label_smoothing"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

@@ -90,7 +90,7 @@ class TrainState:
         return cls(**data)
 
 
-Params = Iterable[nn.Parameter]
+Params = Iterable[nn.Parameter] | list[dict[str, Any]]  # tensors, or param groups
 
 
 class WrittenStep(Protocol):
@@ -174,6 +174,24 @@ OPTIMIZER_FACTORIES: dict[str, Callable[[Params, TrainConfig], Optimizer]] = {
 }
 
 
+def param_groups(model: nn.Module, cfg: TrainConfig) -> Params:
+    """The model's parameters, for its optimizer: one group at lr, or, with a
+    head_lr_multiplier, the last nn.Linear's (the head's) at lr x multiplier after the
+    rest at lr."""
+    if cfg.head_lr_multiplier == 1.0:
+        return model.parameters()
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not head:
+        raise ValueError("head_lr_multiplier needs a model whose head is an nn.Linear; this "
+                         "one has none")
+    head_ids = {id(p) for p in head[-1].parameters()}
+    rest = [p for p in model.parameters() if id(p) not in head_ids]
+    groups: list[dict[str, Any]] = [
+        {"params": rest},
+        {"params": list(head[-1].parameters()), "lr": cfg.lr * cfg.head_lr_multiplier}]
+    return groups
+
+
 def build_optimizer(params: Params, cfg: TrainConfig) -> Optimizer:
     """The torch optimizer named by `cfg.optimizer`, with the config's hyperparameters."""
     factory = OPTIMIZER_FACTORIES.get(cfg.optimizer)
@@ -200,7 +218,9 @@ def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, steps_per_epoch: int
     if cfg.schedule == "cosine":
         return CosineAnnealingLR(optimizer, T_max=total_steps)
     if cfg.schedule == "onecycle":
-        return OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
+        # each group's own peak: the head's is lr x head_lr_multiplier
+        return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                          total_steps=total_steps,
                           pct_start=cfg.warmup_fraction, cycle_momentum=False)
     return ExponentialLR(optimizer, gamma=cfg.decay_rate)
 
@@ -425,10 +445,11 @@ class _Run:
         device = x_train.device
         if _speedup is not None:
             _speedup.prepare()
-        fast = None if plain else _speedup
+        # the speed-ups' optimizer steps take one learning rate for the whole model
+        fast = None if plain or cfg.head_lr_multiplier != 1.0 else _speedup
         rng.seed(cfg.seed, device)
         model.to(device)
-        optimizer = build_optimizer(model.parameters(), cfg)
+        optimizer = build_optimizer(param_groups(model, cfg), cfg)
         per_batch = cfg.schedule in PER_BATCH_SCHEDULES
         scheduler = build_scheduler(optimizer, cfg, schedule_steps_per_epoch(len(x_train), cfg))
         # a speed-up's whole step (the built-in MLP's backward written out) where it offers
