@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -97,6 +99,13 @@ def test_a_torchvision_model_from_local_weights_trains_its_new_head_only(tmp_pat
     assert trial.state.name == "COMPLETE"
     assert trial.user_attrs["n_parameters"] == 512 * 4 + 4  # the new head alone trains
     assert trial.user_attrs["trained_on"] == "torch"
+    (tmp_path / "out").mkdir()  # exported elsewhere, the weights file is still found
+    exported = subprocess.run([sys.executable, "-m", "autotune.export", "--study", "tv",
+                               "--storage", url, "--out", str(tmp_path / "out" / "best.toml")],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    text = (tmp_path / "out" / "best.toml").read_text()
+    assert 'weights = "../resnet18.pt"' in text and 'dataset = "tensors:../img.pt"' in text
 
 
 @pytest.mark.parametrize(("channels", "model", "fixed", "message"), [
@@ -104,6 +113,8 @@ def test_a_torchvision_model_from_local_weights_trains_its_new_head_only(tmp_pat
                                     "have shape (1, 32, 32)"),
     (3, "torchvision:resnet19", "", "torchvision.models has no model 'resnet19'"),
     (3, "torchvision:resnet18", 'weights = "nothing.pt"', "nothing.pt' does not exist"),
+    (3, "torchvision:alexnet", "", "model 'torchvision:alexnet' needs images of at least "
+                                   "63 x 63; the data's are 32 x 32"),
 ])
 def test_a_torchvision_model_that_cannot_fit_is_refused_in_one_line(tmp_path, channels, model,
                                                                    fixed, message):
@@ -111,3 +122,47 @@ def test_a_torchvision_model_that_cannot_fit_is_refused_in_one_line(tmp_path, ch
     line = refused_with_storage_untouched(write_study(tmp_path, "tensors:img.pt", model, fixed),
                                           tmp_path)
     assert message in line, line
+
+
+def test_named_weights_load_from_torch_s_hub_cache(tmp_path):
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    images(tmp_path, channels=3)
+    cache = tmp_path / "torch-home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    saved = resnet18(weights=None).state_dict()  # stands in for the published file
+    torch.save(saved, cache / Path(ResNet18_Weights.IMAGENET1K_V1.url).name)
+    study_file = write_study(tmp_path, "tensors:img.pt", "torchvision:resnet18",
+                             'weights = "IMAGENET1K_V1"\nfreeze = "backbone"')
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    result = run("--study", str(study_file), "--storage", url, cwd=tmp_path,
+                 env={"TORCH_HOME": str(tmp_path / "torch-home")})
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="tv", storage=url)
+    (meta,) = [m for m in optuna.artifacts.get_all_artifact_meta(
+        study.trials[0], storage=study._storage) if m.filename == "weights.safetensors"]
+    store = optuna.artifacts.FileSystemArtifactStore(
+        study.user_attrs["autotune:artifact_dir"])
+    with store.open_reader(meta.artifact_id) as reader:
+        from safetensors.torch import load
+        trained = load(reader.read())
+    # the frozen backbone is the cached file's, to the bit
+    torch.testing.assert_close(trained["conv1.weight"], saved["conv1.weight"], rtol=0, atol=0)
+
+
+def test_named_weights_that_cannot_be_downloaded_are_refused_naming_the_file(tmp_path):
+    images(tmp_path, channels=3)
+    study_file = write_study(tmp_path, "tensors:img.pt", "torchvision:resnet18",
+                             'weights = "IMAGENET1K_V1"')
+    home = tmp_path / "torch-home"
+    # a proxy that is not there: the download fails at once, with or without a network
+    result = run("--study", str(study_file), "--storage", f"sqlite:///{tmp_path / 'w.db'}",
+                 cwd=tmp_path, env={"TORCH_HOME": str(home), "https_proxy": "http://127.0.0.1:9",
+                                    "HTTPS_PROXY": "http://127.0.0.1:9"})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    cached = home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert f"weights 'IMAGENET1K_V1' of torchvision:resnet18: '{cached}' is not there" in lines[0]
+    assert "put https://download.pytorch.org/models/resnet18-f37072fd.pth there" in lines[0]
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'w.db'}") == []  # none created

@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
                 doc[key] = relocated(study, doc[key], out.parent)
         if "script" in doc:
             doc["script"] = relocated_file(study, doc["script"], out.parent)
+        weights = str(doc.get("fixed", {}).get("weights") or "")
+        if weights and str(doc.get("model", "")).startswith("torchvision:"):
+            from autotune.training._torchvision import is_named_weights
+
+            if not is_named_weights(doc["model"].partition(":")[2], weights):
+                doc["fixed"]["weights"] = relocated_file(study, weights, out.parent)
         text = to_toml(doc, header(study, out.with_suffix(".toml")))
         parse_spec(doc, path=str(out), text=text)  # what autotune.run will accept, or fail now
         if out.suffix == ".json":

@@ -246,6 +246,12 @@ def check_user_model(spec: StudySpec, splits: Any) -> None:
     except UsageError:
         raise
     except Exception as exc:
+        if spec.model.startswith("torchvision:"):
+            from autotune.training._torchvision import too_small
+
+            small = too_small(spec.model.partition(":")[2], tuple(splits.input_shape))
+            if small:
+                raise UsageError(f"{spec.path}: {small}") from None
         raise UsageError(f"{where} fails on a first batch: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     wanted = (len(batch), splits.n_outputs)

@@ -174,10 +174,12 @@ def build_for(model: str, base_dir: Path, cfg: TrainConfig, params: dict[str, An
         from autotune.training import _torchvision
 
         params = dict(params)
-        if params.get("weights"):  # a path relative to the study file
-            params["weights"] = str(base_dir / str(params["weights"]))
+        name = model.partition(":")[2]
+        weights = str(params.get("weights") or "")
+        if weights and not _torchvision.is_named_weights(name, weights):
+            params["weights"] = str(base_dir / weights)  # a path relative to the study file
         rng.seed(cfg.seed, torch.device("cpu"))
-        return _torchvision.build_model(model.partition(":")[2], params,
+        return _torchvision.build_model(name, params,
                                         plugins.DataInfo(tuple(input_shape), n_outputs))
     reference = plugins.reference_for(model, plugins.MODELS)
     build = plugins.load_function(reference, base_dir, "model")

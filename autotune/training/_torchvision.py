@@ -13,7 +13,9 @@ fit, streamed otherwise, as any Dataset).
 from __future__ import annotations
 
 import inspect
+import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -114,16 +116,21 @@ def _tensors(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_model(name: str, params: dict[str, Any], info: DataInfo) -> nn.Module:
-    """`torchvision.models.<name>` for `info`'s images and outputs. `weights` (a local
-    state-dict or safetensors file, before the head is replaced) and `freeze` ("backbone":
-    only the new head trains) come from the study's params."""
+    """`torchvision.models.<name>` for `info`'s images and outputs. `weights` (torchvision's
+    named weights, "DEFAULT" or e.g. "IMAGENET1K_V1", from torch's hub cache or downloaded;
+    else a local state-dict or safetensors file, loaded before the head is replaced) and
+    `freeze` ("backbone": only the new head trains) come from the study's params."""
     builder = model_builder(name)
     if len(info.input_shape) != 3 or info.input_shape[0] != 3:
         raise UsageError(f"model 'torchvision:{name}' takes 3-channel images (3, H, W); the "
                          f"data's examples have shape {tuple(info.input_shape)}")
-    model = builder(weights=None)
-    if params.get("weights"):
-        model.load_state_dict(_read_weights(Path(str(params["weights"]))))
+    weights = str(params.get("weights") or "")
+    if weights and is_named_weights(name, weights):
+        model = _with_named_weights(builder, name, weights)
+    else:
+        model = builder(weights=None)
+        if weights:
+            model.load_state_dict(_read_weights(Path(weights)))
     head_path, head = _head(model)
     if head is None:
         raise UsageError(f"model 'torchvision:{name}': no final nn.Linear to replace")
@@ -151,6 +158,69 @@ def model_builder(name: str) -> Any:
         known = models.list_models(module=models)
         raise UsageError(f"model 'torchvision:{name}': torchvision.models has no model "
                          f"'{name}'; for example: {', '.join(known[:10])}, ...") from None
+
+
+def is_named_weights(name: str, value: str) -> bool:
+    """Whether `value` names weights torchvision publishes for model `name` ("DEFAULT",
+    "IMAGENET1K_V1", ...) rather than a file."""
+    from torchvision import models
+
+    try:
+        enum = models.get_model_weights(name)
+    except (ValueError, KeyError):
+        return False
+    return value in enum.__members__
+
+
+def _with_named_weights(builder: Any, name: str, value: str) -> nn.Module:
+    """The model with torchvision's named weights: from torch's hub cache, else downloaded
+    (where the network allows); UsageError naming the file to put in the cache otherwise."""
+    from torchvision import models
+
+    weights = models.get_model_weights(name)[value]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # offline, a download must fail fast
+    try:
+        return builder(weights=weights)  # type: ignore[no-any-return]
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"weights '{value}' of torchvision:{name}: '{cached}' is not there "
+                         f"and the download failed ({reason[:100]}); put {weights.url} there, "
+                         "or give weights = \"PATH\" (a local state dict)") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def too_small(name: str, input_shape: tuple[int, ...], limit: int = 512) -> str | None:
+    """Why images of `input_shape` (3, H, W) are too small for model `name`: the least N
+    for which it takes N x N images (by bisection, on a model without weights), or None
+    when they are big enough (or no size up to `limit` works: another problem)."""
+    if len(input_shape) != 3:
+        return None
+    with warnings.catch_warnings():  # inception_v3's note on its initialisation: not ours
+        warnings.simplefilter("ignore")
+        model = model_builder(name)(weights=None).eval()
+
+    def takes(n: int) -> bool:
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, input_shape[0], n, n))
+            return True
+        except Exception:
+            return False
+
+    if not takes(limit):
+        return None
+    low, high = 1, limit  # images of `high` x `high` go through
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if takes(middle) else (middle + 1, high)
+    if min(input_shape[1:]) >= high:
+        return None
+    return (f"model 'torchvision:{name}' needs images of at least {high} x {high}; the data's "
+            f"are {input_shape[1]} x {input_shape[2]} (an imagefolder: data set resizes with "
+            "image_size = N)")
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
