@@ -98,3 +98,27 @@ def test_image_options_belong_to_an_image_folder(tmp_path):
     study.write_text('dataset = "digits"\nimage_size = 8\n')
     line = refused_with_storage_untouched(study, tmp_path)
     assert "image_size: only an imagefolder: data set takes it" in line
+
+
+@pytest.mark.parametrize("layout", ["train-val-test", "one-folder"])
+def test_a_folder_over_the_memory_budget_streams_and_trains_as_if_held(tmp_path, layout):
+    if layout == "one-folder":
+        draw(tmp_path / "pics", 20, 12, 0)
+    else:
+        for split, n, seed in (("train", 20, 0), ("val", 6, 1), ("test", 6, 2)):
+            draw(tmp_path / "pics" / split, n, 12, seed)
+    (tmp_path / "pics" / ("train" if layout != "one-folder" else "") / "red" / "bad.png"
+     ).write_bytes(b"no image")
+    study_file = write_study(tmp_path, "pics")
+    values = {}
+    for budget in ("1000", "0.01"):  # MB: 96 images of 12 x 12 x 3 floats are ~0.17 MB
+        url = f"sqlite:///{tmp_path / f'{budget}.db'}"
+        result = run("--study", str(study_file), "--storage", url, cwd=tmp_path,
+                     env={"AUTOTUNE_DATA_BUDGET_MB": budget, "AUTOTUNE_LOADER_WORKERS": "1"})
+        assert result.returncode == 0, result.stderr
+        assert ("train streamed" in result.stderr) == (budget == "0.01"), result.stderr
+        assert result.stderr.count("warning: skipped") == 1
+        study = optuna.load_study(study_name="pics", storage=url)
+        assert "1 unreadable skipped" in study.user_attrs["autotune:data_source"]
+        values[budget] = [t.intermediate_values for t in study.trials]
+    assert values["0.01"] == values["1000"]  # decoded per read, the same numbers
