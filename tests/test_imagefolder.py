@@ -122,3 +122,16 @@ def test_a_folder_over_the_memory_budget_streams_and_trains_as_if_held(tmp_path,
         assert "1 unreadable skipped" in study.user_attrs["autotune:data_source"]
         values[budget] = [t.intermediate_values for t in study.trials]
     assert values["0.01"] == values["1000"]  # decoded per read, the same numbers
+
+
+def test_an_image_folder_trains_a_torchvision_model_built_without_weights(tmp_path):
+    draw(tmp_path / "pics", 16, 16, 0)
+    study = write_study(tmp_path, "pics", 'model = "torchvision:resnet18"').read_text()
+    (tmp_path / "study.toml").write_text(study.replace("width = 32\ndepth = 1\n", ""))
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    result = run("--study", str(tmp_path / "study.toml"), "--storage", url, "--n-trials", "1",
+                 "--max-epochs", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trial = optuna.load_study(study_name="pics", storage=url).trials[0]
+    assert trial.state.name == "COMPLETE" and trial.value > 0.5  # three colours, 2 epochs
+    assert trial.user_attrs["n_parameters"] > 11_000_000  # all of it trains

@@ -166,3 +166,14 @@ def test_named_weights_that_cannot_be_downloaded_are_refused_naming_the_file(tmp
     assert f"weights 'IMAGENET1K_V1' of torchvision:resnet18: '{cached}' is not there" in lines[0]
     assert "put https://download.pytorch.org/models/resnet18-f37072fd.pth there" in lines[0]
     assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'w.db'}") == []  # none created
+
+
+def test_weights_of_another_architecture_are_refused_naming_a_tensor(tmp_path):
+    from torchvision.models import resnet34
+
+    images(tmp_path, channels=3)
+    torch.save(resnet34(num_classes=7).state_dict(), tmp_path / "other.pt")
+    line = refused_with_storage_untouched(write_study(
+        tmp_path, "tensors:img.pt", "torchvision:resnet18", 'weights = "other.pt"'), tmp_path)
+    assert "holds layer1.2.conv1.weight, which this model does not have" in line, line
+    assert "not this architecture's" in line

@@ -130,7 +130,7 @@ def build_model(name: str, params: dict[str, Any], info: DataInfo) -> nn.Module:
     else:
         model = builder(weights=None)
         if weights:
-            model.load_state_dict(_read_weights(Path(weights)))
+            _load_backbone(model, _read_weights(Path(weights)), Path(weights))
     head_path, head = _head(model)
     if head is None:
         raise UsageError(f"model 'torchvision:{name}': no final nn.Linear to replace")
@@ -221,6 +221,27 @@ def too_small(name: str, input_shape: tuple[int, ...], limit: int = 512) -> str 
     return (f"model 'torchvision:{name}' needs images of at least {high} x {high}; the data's "
             f"are {input_shape[1]} x {input_shape[2]} (an imagefolder: data set resizes with "
             "image_size = N)")
+
+
+def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load a weights file into the model, all but its head (replaced next anyway, so the
+    file may come from a model with any number of classes); UsageError naming the first
+    tensor that does not fit otherwise."""
+    head_path, _ = _head(model)
+    head_keys = {f"{head_path}.weight", f"{head_path}.bias"}
+    body = {k: v for k, v in state.items() if k not in head_keys}
+    own = model.state_dict()
+    for key, value in body.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise UsageError(f"weights: '{path}' holds {key} of shape {tuple(value.shape)}; "
+                             f"this model's is {tuple(own[key].shape)}")
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    missing = [k for k in missing if k not in head_keys]
+    if missing or unexpected:
+        what = (f"lacks {missing[0]}" if missing else f"holds {unexpected[0]}, which this "
+                "model does not have")
+        raise UsageError(f"weights: '{path}' {what} ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected tensors): not this architecture's")
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
