@@ -135,3 +135,19 @@ def test_an_image_folder_trains_a_torchvision_model_built_without_weights(tmp_pa
     trial = optuna.load_study(study_name="pics", storage=url).trials[0]
     assert trial.state.name == "COMPLETE" and trial.value > 0.5  # three colours, 2 epochs
     assert trial.user_attrs["n_parameters"] > 11_000_000  # all of it trains
+
+
+def test_a_folder_of_one_class_or_of_no_images_is_refused_in_one_line(tmp_path):
+    draw(tmp_path / "one", 3, 8, 0)
+    for name in ("green", "blue"):
+        for file in (tmp_path / "one" / name).iterdir():
+            file.unlink()
+        (tmp_path / "one" / name).rmdir()
+    line = refused_with_storage_untouched(write_study(tmp_path, "one"), tmp_path)
+    assert line.endswith("needs a folder per class, at least 2; found 1"), line
+    for name in ("cats", "dogs"):
+        (tmp_path / "empty" / name).mkdir(parents=True)
+        (tmp_path / "empty" / name / "notes.txt").write_text("no image here")
+    (tmp_path / "second").mkdir()
+    line = refused_with_storage_untouched(write_study(tmp_path, "empty"), tmp_path / "second")
+    assert line.endswith(f"no readable image in '{tmp_path / 'empty'}'"), line

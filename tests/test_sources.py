@@ -145,3 +145,14 @@ def test_an_exported_csv_study_names_its_table_from_the_new_folder_and_retrains(
     retrained = run("--study", str(tmp_path / "exports" / "best.toml"), "--storage", url,
                     cwd=tmp_path)
     assert retrained.returncode == 0, retrained.stderr
+
+
+class Pickled:  # an object torch.load(weights_only=True) refuses to rebuild
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
+def test_a_tensor_file_that_needs_arbitrary_unpickling_is_refused_in_one_line(tmp_path):
+    torch.save({"x": torch.zeros(4, 2), "y": Pickled()}, tmp_path / "evil.pt")
+    line = refused_with_storage_untouched(write_study(tmp_path, "tensors:evil.pt"), tmp_path)
+    assert "dataset 'tensors:" in line and "cannot read: UnpicklingError" in line, line
