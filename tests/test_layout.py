@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "autotune"
-SUBPACKAGES = ("cli", "spec", "search", "launch", "training", "routes", "plugins", "storage",
-               "fast")
+SUBPACKAGES = ("cli", "spec", "search", "launch", "training", "routes", "tracking", "plugins",
+               "storage", "fast")
 # the public modules at the top: the API, the errors, and `python -m autotune.<command>`
 PUBLIC_TOP = {"__init__", "__main__", "api", "errors", "run", "status", "report", "export",
               "migrate", "dashboard", "lightning"}

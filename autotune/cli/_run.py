@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "once this many seconds passed since the last save; a trial "
                              "whose worker dies resumes from there. 0 = after every epoch "
                              f"(default: ${CHECKPOINT_ENV}, else {CHECKPOINT_EVERY_S:g})")
+    parser.add_argument("--tensorboard", metavar="DIR",
+                        help="write TensorBoard event files, one folder per trial under "
+                             "DIR/<study>/trial-<n> (default: the study file's tensorboard "
+                             "key, else none; needs pip install 'autotune[tensorboard]')")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=cli.positive_int, help=argparse.SUPPRESS)
     parser.add_argument("--allow-changes", action="store_true",

@@ -19,14 +19,16 @@ from autotune.plugins import _references as plugins
 from autotune.routes import _trial
 from autotune.search._objective import user_code_failed
 from autotune.spec._spec import StudySpec
+from autotune.tracking._tracker import Tracker
 
 
 class FunctionObjective:
     """Runs the study's `train` function once per trial."""
 
     def __init__(self, spec: StudySpec, device: torch.device,
-                 store: FileSystemArtifactStore) -> None:
+                 store: FileSystemArtifactStore, tracker: Tracker | None = None) -> None:
         self.spec = spec
+        self.tracker = tracker
         self.device = device
         self.store = store
         self.train = plugins.load_function(spec.train, Path(spec.path).parent,
@@ -34,7 +36,8 @@ class FunctionObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         user = _trial.start(trial, self.spec, self.device, self.store,
-                            trained_on=f"your function {self.spec.train}")
+                            trained_on=f"your function {self.spec.train}",
+                            tracker=self.tracker)
         started = time.perf_counter()
         interrupted = False
         try:

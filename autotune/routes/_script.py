@@ -30,6 +30,7 @@ from autotune.errors import Diverged, UserCodeError
 from autotune.routes import _trial
 from autotune.routes._report import ReportReader
 from autotune.spec._spec import StudySpec
+from autotune.tracking._tracker import Tracker
 from autotune.training import _artifacts as artifacts
 
 OUTPUT = "script-output.txt"  # the trial's artifact: the last lines the script printed
@@ -42,15 +43,17 @@ class ScriptObjective:
     """Runs the study's script once per trial."""
 
     def __init__(self, spec: StudySpec, device: torch.device,
-                 store: FileSystemArtifactStore) -> None:
+                 store: FileSystemArtifactStore, tracker: Tracker | None = None) -> None:
         self.spec = spec
+        self.tracker = tracker
         self.device = device
         self.store = store
         self.folder = Path(spec.path).parent.resolve()
 
     def __call__(self, trial: optuna.Trial) -> float:
         user = _trial.start(trial, self.spec, self.device, self.store,
-                            trained_on=f"your script {self.spec.script}")
+                            trained_on=f"your script {self.spec.script}",
+                            tracker=self.tracker)
         argv = command(self.spec, self.folder, user.params, trial.number, user.seed,
                        self.device)
         trial.set_user_attr("command", shlex.join(argv))

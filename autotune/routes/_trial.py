@@ -28,6 +28,7 @@ from autotune.search._objective import retry_history, trial_seed
 from autotune.spec import _space as space
 from autotune.spec._spec import StudySpec
 from autotune.storage import _storage as storage
+from autotune.tracking._tracker import Tracker, scalars_of
 from autotune.training import _artifacts as artifacts
 from autotune.training import _rng as rng
 
@@ -49,7 +50,8 @@ class Trial:
 
     def __init__(self, trial: optuna.Trial, spec: StudySpec, params: dict[str, Any], *,
                  device: torch.device, seed: int, store: FileSystemArtifactStore,
-                 retries: list[int]) -> None:
+                 retries: list[int], tracker: Tracker | None = None) -> None:
+        self._tracker = tracker
         self.optuna_trial = trial
         self.number = trial.number
         self.params = dict(params)
@@ -86,6 +88,12 @@ class Trial:
                              **{k: _as_float(v, f"trial.report(): {k}")
                                 for k, v in metrics.items()}})
         self._last_report = now
+        if self._tracker is not None:
+            last = self._epochs[-1]
+            self._tracker.epoch(self.optuna_trial, epoch, scalars_of(
+                epoch_seconds=last["seconds"],
+                **{k: v for k, v in last.items() if k not in ("epoch", "value", "seconds")},
+                **{self._spec.metric: number}))
         self.optuna_trial.report(number, epoch)
         if self.optuna_trial.should_prune():
             reason = samplers.prune_reason(self.optuna_trial.study, self._spec.pruner,
@@ -180,7 +188,8 @@ class Trial:
 
 
 def start(trial: optuna.Trial, spec: StudySpec, device: torch.device,
-          store: FileSystemArtifactStore, trained_on: str) -> Trial:
+          store: FileSystemArtifactStore, trained_on: str,
+          tracker: Tracker | None = None) -> Trial:
     """A trial of the user's own training: its params sampled, its seed (a retry's is the
     trial's it retries) set in torch, random and NumPy, and where it runs recorded."""
     retries = retry_history(trial)
@@ -199,7 +208,8 @@ def start(trial: optuna.Trial, spec: StudySpec, device: torch.device,
         numpy.random.seed(seed % 2**32)
     except ImportError:
         pass
-    return Trial(trial, spec, params, device=device, seed=seed, store=store, retries=retries)
+    return Trial(trial, spec, params, device=device, seed=seed, store=store, retries=retries,
+                 tracker=tracker)
 
 
 def _as_float(value: Any, what: str) -> float:

@@ -10,7 +10,13 @@ from typing import Any
 
 import optuna
 
-from autotune.search._study import DATA_SOURCE_ATTR, DEFINITION_ATTR, TEST_RESULT_ATTR, metric_name
+from autotune.search._study import (
+    DATA_SOURCE_ATTR,
+    DEFINITION_ATTR,
+    TENSORBOARD_ATTR,
+    TEST_RESULT_ATTR,
+    metric_name,
+)
 from autotune.search._summary import format_value, state_counts
 
 
@@ -85,6 +91,10 @@ def study_note(study: optuna.Study) -> str:
                       f"{definition.get('model')}, sampler {definition.get('sampler')}, "
                       f"pruner {definition.get('pruner')}, up to "
                       f"{definition.get('max_epochs')} epochs per trial."]
+    tensorboard = study.user_attrs.get(TENSORBOARD_ATTR)
+    if tensorboard:
+        lines += ["", f"TensorBoard: `tensorboard --logdir {tensorboard}` (a folder per "
+                      "trial)."]
     lines += ["", "_Written by autotune after the search; the next run replaces it._"]
     return "\n".join(lines) + "\n"
 

@@ -22,6 +22,7 @@ from autotune.spec import _space as space
 from autotune.spec._config import CHECKPOINT_EVERY_S
 from autotune.spec._spec import StudySpec
 from autotune.storage import _storage as storage
+from autotune.tracking._tracker import Tracker, scalars_of
 from autotune.training import _artifacts as artifacts
 from autotune.training import _peak_memory as peak_memory
 from autotune.training._data import Splits
@@ -39,8 +40,10 @@ class Objective:
 
     def __init__(self, spec: StudySpec, splits: Splits, device: torch.device,
                  store: FileSystemArtifactStore,
-                 checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
+                 checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+                 tracker: Tracker | None = None) -> None:
         self.spec = spec
+        self.tracker = tracker
         self.splits = splits
         self.device = device
         self.store = store
@@ -88,6 +91,10 @@ class Objective:
                 best.clear()  # the first of equals is the best epoch, as in FitResult
                 best.update({k: v.detach().clone() for k, v in model.state_dict().items()})
             epochs.append(result)
+            if self.tracker is not None:
+                self.tracker.epoch(trial, result.epoch, scalars_of(
+                    train_loss=result.train_loss, lr=result.lr, epoch_seconds=result.seconds,
+                    **{self.spec.metric: result.value}))
             trial.report(result.value, result.epoch)
             if trial.should_prune():
                 reason = samplers.prune_reason(trial.study, self.spec.pruner,

@@ -41,6 +41,7 @@ from autotune.search._study import (
     ARTIFACT_DIR_ATTR,
     DEFINITION_ATTR,
     FINISHED,
+    TENSORBOARD_ATTR,
     check_data_source,
     check_definition,
     count_finished,
@@ -57,6 +58,7 @@ from autotune.spec._spec import (
     load_spec,
 )
 from autotune.storage import _storage as storage
+from autotune.tracking._tracker import tracked
 from autotune.training import _idx_files as idx_files
 from autotune.training._losses import task
 
@@ -91,6 +93,7 @@ class Options:
     worker_index: int | None = None  # set in the workers a run starts
     threads: int | None = None  # torch threads of a worker
     allow_changes: bool = False  # resume although the definition or data source changed
+    tensorboard: str | None = None  # folder of TensorBoard event files; None: the file's
 
 
 def run(options: Options) -> int:
@@ -128,6 +131,11 @@ def search(args: Options) -> int:
     spec = apply_flags(load_spec(args.study), args)
     checkpoint_every_s = checkpoint_every(args.checkpoint_every)
     check_environment()  # a bad setting is refused before storage is touched
+    tensorboard = tensorboard_dir(args, spec)
+    if tensorboard is not None:
+        from autotune.tracking._tensorboard import check_installed
+
+        check_installed()  # missing: one line, exit 2, nothing stored
     load_installed()  # plugins (autotune.fast) plug into the hooks of fit and storage
     # a forked worker has the data already; a user's data set is read by its own code
     if "autotune.training._data" not in sys.modules and spec.dataset in plugins.DATASETS \
@@ -194,6 +202,10 @@ def search(args: Options) -> int:
             _log(f"resuming study '{spec.name}' in {storage.mask(url)}: "
                  f"{count_finished(study)} of {spec.n_trials} trials finished (" +
                  (f"trains with {held})" if splits is None else f"data: {held})"))
+    if tensorboard is not None and args.worker_index is None:
+        from autotune.tracking._tensorboard import study_folder
+
+        study.set_user_attr(TENSORBOARD_ATTR, str(study_folder(tensorboard, spec.name)))
     if args.worker_index is None:
         requeued = requeue_interrupted(study)
         if requeued:
@@ -203,15 +215,21 @@ def search(args: Options) -> int:
         stopped_early = run_workers(study, spec, args)
     else:
         trial_store = artifacts.open_store(artifact_dir)
+        tracker = None
+        if tensorboard is not None:
+            from autotune.tracking._tensorboard import TensorBoardTracker
+
+            tracker = TensorBoardTracker(tensorboard, spec.name, spec.metric)
         objective: Callable[[optuna.Trial], float]
         if spec.train:
-            objective = FunctionObjective(spec, device, trial_store)
+            objective = FunctionObjective(spec, device, trial_store, tracker=tracker)
         elif spec.script:
-            objective = ScriptObjective(spec, device, trial_store)
+            objective = ScriptObjective(spec, device, trial_store, tracker=tracker)
         else:
             assert splits is not None
             objective = Objective(spec, splits, device, trial_store,
-                                  checkpoint_every_s=checkpoint_every_s)
+                                  checkpoint_every_s=checkpoint_every_s, tracker=tracker)
+        objective = tracked(objective, tracker)
         prefix = f"w{args.worker_index} " if args.worker_index is not None else ""
         stopped_early = optimize(study, spec, objective, prefix)
     if args.worker_index is not None:  # the parent evaluates and summarises once
@@ -221,6 +239,16 @@ def search(args: Options) -> int:
     write_study_note(study)  # the best trial at a glance on the dashboard's study page
     print("\n".join(summary.summary_lines(study, storage.mask(url), test)))
     return EXIT_FAILURE if stopped_early else EXIT_OK
+
+
+def tensorboard_dir(args: Options, spec: StudySpec) -> Path | None:
+    """Where TensorBoard event files go: --tensorboard (relative to here), else the study
+    file's `tensorboard` (relative to that file), else nowhere (None)."""
+    if args.tensorboard:
+        return Path(args.tensorboard).resolve()
+    if spec.tensorboard:
+        return (Path(spec.path).parent / spec.tensorboard).resolve()
+    return None
 
 
 def check_user_model(spec: StudySpec, splits: Any) -> None:
@@ -351,7 +379,8 @@ def worker_argv(args: Options) -> list[str]:
     """The user's flags, as a worker process must receive them."""
     argv = ["--study", args.study]
     for flag in ("study_name", "storage", "n_trials", "timeout", "max_epochs", "seed",
-                 "sampler", "pruner", "data_dir", "artifacts", "checkpoint_every"):
+                 "sampler", "pruner", "data_dir", "artifacts", "checkpoint_every",
+                 "tensorboard"):
         value = getattr(args, flag)
         if value is not None:
             argv += ["--" + flag.replace("_", "-"), str(value)]

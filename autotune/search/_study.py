@@ -26,6 +26,7 @@ SPEC_TEXT_ATTR = "autotune:spec_text"  # the study file, verbatim
 PROVENANCE_ATTR = "autotune:provenance"  # versions, git commit, host, creation time
 TEST_RESULT_ATTR = "autotune:test_result"
 ARTIFACT_DIR_ATTR = "autotune:artifact_dir"  # where checkpoints, curves and weights live
+TENSORBOARD_ATTR = "autotune:tensorboard"  # the study's folder of TensorBoard event files
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 

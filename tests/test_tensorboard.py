@@ -1,0 +1,86 @@
+"""--tensorboard DIR: event files per trial, read back with TensorBoard's own
+EventAccumulator (scalars per epoch, hparams), from two workers and from a train function."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from tests.conftest import REPO
+from tests.test_function import write as write_train_study
+from tests.test_plugins import run
+
+
+def read(folder: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    return accumulator
+
+
+def hparams(accumulator: EventAccumulator) -> tuple[dict[str, object], dict[str, float]]:
+    """(hparams of the session, the final metric values) as TensorBoard's HParams tab reads
+    them from the folder's events."""
+    content = accumulator.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]).session_start_info
+    values = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+              for k, v in start.hparams.items()}
+    finals = {tag: accumulator.Scalars(tag)[-1].value for tag in accumulator.Tags()["scalars"]
+              if tag.startswith("final/")}
+    return values, finals
+
+
+def test_every_trial_of_two_workers_writes_its_epochs_and_hparams(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tb.db'}"
+    done = run("--study", "digits", "--storage", url, "--n-trials", "3", "--max-epochs", "3",
+               "--workers", "2", "--tensorboard", "tb", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="digits", storage=url)
+    assert study.user_attrs["autotune:tensorboard"] == str(tmp_path / "tb" / "digits")
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 3
+    for trial in finished:
+        events = read(tmp_path / "tb" / "digits" / f"trial-{trial.number}")
+        for tag in ("train_loss", "lr", "epoch_seconds", "val_accuracy"):
+            assert [e.step for e in events.Scalars(tag)] == sorted(trial.intermediate_values)
+        assert {e.step: e.value for e in events.Scalars("val_accuracy")} == pytest.approx(
+            trial.intermediate_values)
+        params, finals = hparams(events)
+        assert params["state"] == trial.state.name.lower()
+        assert params["lr"] == pytest.approx(trial.params["lr"])
+        expected = trial.value if trial.value is not None else \
+            trial.intermediate_values[max(trial.intermediate_values)]
+        assert finals["final/val_accuracy"] == pytest.approx(expected)
+
+
+def test_a_train_function_s_own_metrics_reach_tensorboard_from_the_study_file(tmp_path):
+    study = Path(write_train_study(tmp_path / "project")).read_text()
+    study_file = write_train_study(tmp_path / "project", study=study.replace(
+        "seed = 2", 'seed = 2\ntensorboard = "runs"').replace("TRAIN", "train"))
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    done = run("--study", str(study_file), "--storage", url, "--n-trials", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    first = optuna.load_study(study_name="loop", storage=url).trials[0]
+    events = read(tmp_path / "project" / "runs" / "loop" / "trial-0")
+    assert [e.value for e in events.Scalars("lr")] == pytest.approx([first.params["lr"]] * 4)
+    assert [e.step for e in events.Scalars("val_accuracy")] == [1, 2, 3, 4]
+    params, finals = hparams(events)
+    assert params["state"] == "complete" and finals["final/val_accuracy"] == first.value
+
+
+def test_without_tensorboard_installed_the_flag_is_refused_in_one_line(tmp_path):
+    shadow = tmp_path / "shadow" / "tensorboard"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    env = {"PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}"}
+    done = run("--study", "digits", "--storage", f"sqlite:///{tmp_path / 'n.db'}",
+               "--tensorboard", "tb", cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: --tensorboard needs TensorBoard: pip install "
+                                   "'autotune[tensorboard]' (or pip install tensorboard)")
+    assert not (tmp_path / "tb").exists() and not (tmp_path / "n.db").exists()
