@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -177,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_plain:  # and with the whole layer off
             with environment({PLUGINS_ENV: "none"}):
                 layer_off = measure_overhead(tmp, args, "overhead-layer-off")
+        # with TensorBoard event files written per trial (issue 26), when it is installed
+        tracked = None
+        if importlib.util.find_spec("tensorboard") is not None:
+            tracked = sorted((measure_overhead(tmp, args, f"overhead-tensorboard-{k}",
+                                               ("--tensorboard", str(tmp / f"tb-{k}")))
+                              for k in range(args.overhead_runs)),
+                             key=lambda run: run["median_ms"])[(args.overhead_runs - 1) // 2]
         loads.append(os.getloadavg()[0])
         breakdown = profile_overhead(tmp, args) if args.profile else None
 
@@ -201,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the same with the speed-up layer off ({PLUGINS_ENV}=none: no plugin of "
               f"{PLUGINS_GROUP}; one run): {layer_off['median_ms']:.1f} ms median trial, "
               f"{layer_off['median_ms'] / overhead['median_ms']:.1f}x the layer's")
+    if tracked is not None:
+        print(f"the same with --tensorboard (event files per trial; the median of "
+              f"{args.overhead_runs} runs): {tracked['median_ms']:.1f} ms median trial, "
+              f"{tracked['median_ms'] - overhead['median_ms']:+.1f} ms a trial (target <= 2 ms)")
     if breakdown:
         print_breakdown(breakdown)
     return 0
@@ -348,12 +360,12 @@ def overhead_study(tmp: Path) -> Path:
     return path
 
 
-def measure_overhead(tmp: Path, args: argparse.Namespace, name: str = "overhead"
-                     ) -> dict[str, float]:
-    """One overhead run, on a fresh SQLite file named after `name`."""
+def measure_overhead(tmp: Path, args: argparse.Namespace, name: str = "overhead",
+                     more: tuple[str, ...] = ()) -> dict[str, float]:
+    """One overhead run, on a fresh SQLite file named after `name` (`more`: its flags)."""
     n_trials = args.overhead_trials or args.n_trials
     run = run_autotune(tmp, 0, args, overhead_study(tmp), n_trials, name=name,
-                       extra=tuple(OVERHEAD_FLAGS))
+                       extra=tuple(OVERHEAD_FLAGS) + more)
     n = len(run.finished)
     # a trial's cycle: its start to the next one's start (its bookkeeping, the callbacks and
     # the next ask included), minus its training and its validation passes (the model's own

@@ -3,7 +3,14 @@ EventAccumulator (scalars per epoch, hparams), from two workers and from a train
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -12,6 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.conftest import REPO
+from tests.small_study import chromium, screenshot
+from tests.test_dashboard import free_port
 from tests.test_function import write as write_train_study
 from tests.test_plugins import run
 
@@ -84,3 +93,48 @@ def test_without_tensorboard_installed_the_flag_is_refused_in_one_line(tmp_path)
     assert done.stderr.strip() == ("error: --tensorboard needs TensorBoard: pip install "
                                    "'autotune[tensorboard]' (or pip install tensorboard)")
     assert not (tmp_path / "tb").exists() and not (tmp_path / "n.db").exists()
+
+
+def test_tensorboard_serves_the_study_s_trials_and_draws_their_scalars_in_chromium(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tb.db'}"
+    done = run("--study", "digits", "--storage", url, "--n-trials", "4", "--max-epochs", "4",
+               "--pruner", "none", "--tensorboard", "tb", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    port = free_port()
+    logs = (tmp_path / "tensorboard.out").open("w")
+    server = subprocess.Popen(  # stopped by its own pid below
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "tb" / "digits"),
+         "--host", "127.0.0.1", "--port", str(port)], stdout=logs, stderr=subprocess.STDOUT)
+    try:
+        runs = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not runs:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs",
+                                            timeout=2) as response:
+                    runs = json.loads(response.read())
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.3)
+        assert sorted(runs or []) == ["trial-0", "trial-1", "trial-2", "trial-3"], runs
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?"
+                                    "run=trial-0&tag=val_accuracy", timeout=10) as response:
+            points = json.loads(response.read())  # [wall time, step, value] per epoch
+        assert [step for _, step, _ in points] == [1, 2, 3, 4]
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 760})
+            page.goto(f"http://127.0.0.1:{port}/?smoothing=0#timeseries",
+                      wait_until="networkidle")
+            page.wait_for_selector("text=val_accuracy", timeout=30_000)
+            page.fill("input[placeholder='Filter tags (regex)']", "^(val_accuracy|train_loss)$")
+            close = page.locator("button[aria-label='Close side pane']")
+            if close.count():
+                close.first.click()
+            page.wait_for_timeout(2000)  # the charts draw after their data arrives
+            shot = screenshot(page, "tensorboard-scalars.png")
+        assert shot.stat().st_size > 20_000  # a page with charts, not a blank one
+        if os.environ.get("AUTOTUNE_SCREENSHOT_DIR"):  # README's image, refreshed on demand
+            shutil.copy(shot, Path(os.environ["AUTOTUNE_SCREENSHOT_DIR"]))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        logs.close()

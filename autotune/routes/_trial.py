@@ -200,6 +200,8 @@ def start(trial: optuna.Trial, spec: StudySpec, device: torch.device,
                        ("host", socket.gethostname()), ("pid", os.getpid()),
                        ("trained_on", trained_on)):
         trial.set_user_attr(key, value)
+    if tracker is not None:
+        tracker.start(trial, retries)
     rng.seed(seed, device)
     random.seed(seed)
     try:

@@ -51,6 +51,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         history = retry_history(trial)
+        if self.tracker is not None:
+            self.tracker.start(trial, history)
         inherited_seed = trial.user_attrs.get("seed") if history else None
         seed = int(inherited_seed) if inherited_seed is not None else trial_seed(
             self.spec, trial.number)

@@ -231,7 +231,11 @@ def search(args: Options) -> int:
                                   checkpoint_every_s=checkpoint_every_s, tracker=tracker)
         objective = tracked(objective, tracker)
         prefix = f"w{args.worker_index} " if args.worker_index is not None else ""
-        stopped_early = optimize(study, spec, objective, prefix)
+        try:
+            stopped_early = optimize(study, spec, objective, prefix)
+        finally:
+            if tracker is not None:
+                tracker.close()  # what it queued, written before this process exits
     if args.worker_index is not None:  # the parent evaluates and summarises once
         return EXIT_FAILURE if stopped_early else EXIT_OK
     test = None if splits is None else evaluate_best(  # the user's code owns its test data

@@ -1,16 +1,20 @@
 """`--tensorboard DIR` (or `tensorboard = "DIR"` in a study file): one event-file folder per
 trial, `DIR/<study>/trial-<n>`, written with `torch.utils.tensorboard`.
 
-Per epoch: the training loss, the validation metric and loss, the learning rate and the
-epoch's seconds (what the trial reports: a train function's or script's own metrics too).
-When the trial ends: its params as hparams with its final value and state, so TensorBoard's
-HParams tab compares the trials. The writer queues events to its own thread: a scalar costs
-the training loop microseconds, not a file write.
+Per epoch: the training loss, the validation metric, the learning rate and the epoch's
+seconds (what the trial reports: a train function's or script's own metrics too). When the
+trial ends: its params as hparams with its final value and state, so TensorBoard's HParams
+tab compares the trials. Trials only queue what they report: one thread per process opens,
+writes and closes the event files, so no trial waits on a file (opening and closing one
+cost ~1.6 ms a trial here).
 """
 
 from __future__ import annotations
 
+import queue
 import re
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,47 +39,94 @@ def study_folder(root: str | Path, study_name: str) -> Path:
 
 
 class TensorBoardTracker:
-    """Writes each trial of this process into its own event-file folder."""
+    """Writes each trial of this process into its own event-file folder, from a thread of
+    its own; `close()` writes what is queued and waits for it."""
 
     def __init__(self, root: str | Path, study_name: str, metric: str) -> None:
         check_installed()
         self.folder = study_folder(root, study_name)
         self.metric = metric
-        self._writers: dict[int, Any] = {}  # trial number -> SummaryWriter
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._writers: dict[int, Any] = {}  # trial number -> SummaryWriter (thread's own)
+        self._retries: dict[int, list[int]] = {}  # trial number -> the trials it continues
+        self._failed = False
 
-    def _writer(self, trial: optuna.Trial) -> Any:
-        writer = self._writers.get(trial.number)
-        if writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+    # --- what trials call: queue only -----------------------------------------------------
 
-            writer = SummaryWriter(log_dir=str(self.folder / f"trial-{trial.number}"),
-                                   flush_secs=10)
-            retried = trial.storage.get_trial_system_attrs(trial._trial_id).get(
-                "retry_history")
-            if retried:  # the trial it continues: its own folder, trial-<that number>
-                writer.add_text("retries", f"trial {retried[-1]} (trial-{retried[-1]})")
-            self._writers[trial.number] = writer
-        return writer
+    def start(self, trial: optuna.Trial, retries: list[int]) -> None:
+        self._put(("start", trial.number, list(retries)))
 
     def epoch(self, trial: optuna.Trial, epoch: int, scalars: dict[str, float]) -> None:
-        writer = self._writer(trial)
-        for tag, value in scalars.items():
-            writer.add_scalar(tag, value, epoch)
+        self._put(("epoch", trial.number, epoch, scalars))
 
     def finish(self, trial: optuna.Trial, state: str, value: float | None) -> None:
-        writer = self._writer(trial)
-        params = {k: v if isinstance(v, int | float | str | bool) else str(v)
-                  for k, v in trial.params.items()}
-        params["state"] = state
-        metrics = {f"final/{self.metric}": value if value is not None else float("nan")}
-        # into the trial's own folder ("."), not a new one per call as by default
-        writer.add_hparams(params, metrics, run_name=".", global_step=None)
-        writer.close()
-        del self._writers[trial.number]
+        self._put(("finish", trial.number, dict(trial.params), state, value))
 
     def close(self) -> None:
+        """Write everything queued, close the files, and stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, daemon=True,
+                                            name="autotune-tensorboard")
+            self._thread.start()
+        self._queue.put(item)
+
+    # --- the writer thread ----------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                getattr(self, "_" + item[0])(*item[1:])
+            except Exception as exc:  # tracking must never stop a search
+                if not self._failed:
+                    print(f"warning: TensorBoard events not written: {type(exc).__name__}: "
+                          f"{exc}", file=sys.stderr, flush=True)
+                self._failed = True
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
 
+    def _start(self, number: int, retries: list[int]) -> None:
+        if retries:
+            self._retries[number] = retries
 
+    def _writer(self, number: int) -> Any:
+        writer = self._writers.get(number)
+        if writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(log_dir=str(self.folder / f"trial-{number}"),
+                                   flush_secs=10)
+            retried = self._retries.pop(number, None)
+            if retried:  # the trial it continues: its own folder, trial-<that number>
+                writer.add_text("retries", f"trial {retried[-1]} (trial-{retried[-1]})")
+            self._writers[number] = writer
+        return writer
+
+    def _epoch(self, number: int, epoch: int, scalars: dict[str, float]) -> None:
+        writer = self._writer(number)
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, epoch)
+
+    def _finish(self, number: int, params: dict[str, Any], state: str,
+                value: float | None) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        writer = self._writer(number)
+        shown = {k: v if isinstance(v, int | float | str | bool) else str(v)
+                 for k, v in params.items()}
+        shown["state"] = state
+        final = value if value is not None else float("nan")
+        # what add_hparams writes, into the trial's own event file: add_hparams would open a
+        # second writer (and file) in a folder of its own
+        for summary in hparams(shown, {f"final/{self.metric}": final}):
+            writer.file_writer.add_summary(summary)
+        writer.add_scalar(f"final/{self.metric}", final)
+        writer.close()
+        del self._writers[number]

@@ -11,12 +11,18 @@ import optuna
 
 
 class Tracker(Protocol):
+    def start(self, trial: optuna.Trial, retries: list[int]) -> None:
+        """A trial starts; `retries`: the dead trials it continues, oldest first."""
+
     def epoch(self, trial: optuna.Trial, epoch: int, scalars: dict[str, float]) -> None:
         """One epoch's scalars (name -> value) of a running trial."""
 
     def finish(self, trial: optuna.Trial, state: str, value: float | None) -> None:
         """The trial ended: "complete" (value: its value), "pruned" or "failed" (value: its
         last report, or None)."""
+
+    def close(self) -> None:
+        """Everything told so far is written (called before the process ends)."""
 
 
 def tracked(objective: Callable[[optuna.Trial], float], tracker: Tracker | None
