@@ -34,7 +34,8 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
          seed: int | None = None, sampler: str | None = None, pruner: str | None = None,
          device: str = "auto", data_dir: str | None = None, timeout_s: float | None = None,
          artifacts: str | None = None, checkpoint_every_s: float | None = None,
-         allow_changes: bool = False, tensorboard: str | None = None) -> optuna.Study:
+         allow_changes: bool = False, tensorboard: str | None = None,
+         mlflow: str | None = None) -> optuna.Study:
     """Run (or resume) a search and return its `optuna.Study`.
 
     Either `study`, a study file's path or a shipped study's name, or the study itself:
@@ -67,7 +68,7 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
         timeout=timeout_s, max_epochs=max_epochs, seed=seed, sampler=sampler, pruner=pruner,
         device=device, data_dir=data_dir, artifacts=artifacts, workers=workers,
         checkpoint_every=checkpoint_every_s, allow_changes=allow_changes,
-        tensorboard=tensorboard)
+        tensorboard=tensorboard, mlflow=mlflow)
     code = session.run(options)
     if code == session.EXIT_USAGE:
         raise UsageError("tune(): refused; the reason is on the line above")

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write TensorBoard event files, one folder per trial under "
                              "DIR/<study>/trial-<n> (default: the study file's tensorboard "
                              "key, else none; needs pip install 'autotune[tensorboard]')")
+    parser.add_argument("--mlflow", metavar="URI",
+                        help="log to MLflow at this tracking URI (e.g. sqlite:///mlflow.db, "
+                             "no server needed): a parent run per study, a child run per "
+                             "trial (default: the study file's mlflow key, else none; needs "
+                             "pip install 'autotune[mlflow]')")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=cli.positive_int, help=argparse.SUPPRESS)
     parser.add_argument("--allow-changes", action="store_true",

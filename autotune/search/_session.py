@@ -94,6 +94,7 @@ class Options:
     threads: int | None = None  # torch threads of a worker
     allow_changes: bool = False  # resume although the definition or data source changed
     tensorboard: str | None = None  # folder of TensorBoard event files; None: the file's
+    mlflow: str | None = None  # MLflow tracking URI; None: the study file's
 
 
 def run(options: Options) -> int:
@@ -136,6 +137,11 @@ def search(args: Options) -> int:
         from autotune.tracking._tensorboard import check_installed
 
         check_installed()  # missing: one line, exit 2, nothing stored
+    mlflow_uri = args.mlflow or spec.mlflow or None
+    if mlflow_uri is not None:
+        from autotune.tracking._mlflow import check_installed as check_mlflow
+
+        check_mlflow()
     load_installed()  # plugins (autotune.fast) plug into the hooks of fit and storage
     # a forked worker has the data already; a user's data set is read by its own code
     if "autotune.training._data" not in sys.modules and spec.dataset in plugins.DATASETS \
@@ -206,6 +212,13 @@ def search(args: Options) -> int:
         from autotune.tracking._tensorboard import study_folder
 
         study.set_user_attr(TENSORBOARD_ATTR, str(study_folder(tensorboard, spec.name)))
+    mlflow_record = None
+    if mlflow_uri is not None:
+        from autotune.tracking._mlflow import STUDY_ATTR, parent_run
+
+        # the parent run, made or found before any worker starts; workers read it
+        mlflow_record = (parent_run(study, mlflow_uri) if args.worker_index is None
+                         else study.user_attrs.get(STUDY_ATTR))
     if args.worker_index is None:
         requeued = requeue_interrupted(study)
         if requeued:
@@ -215,11 +228,7 @@ def search(args: Options) -> int:
         stopped_early = run_workers(study, spec, args)
     else:
         trial_store = artifacts.open_store(artifact_dir)
-        tracker = None
-        if tensorboard is not None:
-            from autotune.tracking._tensorboard import TensorBoardTracker
-
-            tracker = TensorBoardTracker(tensorboard, spec.name, spec.metric)
+        tracker = trackers(spec, tensorboard, mlflow_record)
         objective: Callable[[optuna.Trial], float]
         if spec.train:
             objective = FunctionObjective(spec, device, trial_store, tracker=tracker)
@@ -240,9 +249,46 @@ def search(args: Options) -> int:
         return EXIT_FAILURE if stopped_early else EXIT_OK
     test = None if splits is None else evaluate_best(  # the user's code owns its test data
         study, spec, splits, device, store=artifacts.open_store(artifact_dir))
+    if mlflow_record is not None:
+        log_best_to_mlflow(study, mlflow_record, artifacts.open_store(artifact_dir))
     write_study_note(study)  # the best trial at a glance on the dashboard's study page
     print("\n".join(summary.summary_lines(study, storage.mask(url), test)))
     return EXIT_FAILURE if stopped_early else EXIT_OK
+
+
+def trackers(spec: StudySpec, tensorboard: Path | None,
+             mlflow_record: dict[str, str] | None) -> Any:
+    """The trackers this process's trials report to (TensorBoard, MLflow), or None."""
+    from autotune.tracking._tracker import Trackers
+
+    chosen: list[Any] = []
+    if tensorboard is not None:
+        from autotune.tracking._tensorboard import TensorBoardTracker
+
+        chosen.append(TensorBoardTracker(tensorboard, spec.name, spec.metric))
+    if mlflow_record is not None:
+        from autotune.tracking._mlflow import MLflowTracker
+
+        chosen.append(MLflowTracker(mlflow_record, spec.metric))
+    return Trackers(chosen) if chosen else None
+
+
+def log_best_to_mlflow(study: optuna.Study, record: dict[str, str], store: Any) -> None:
+    """The best trial, and its weights where a trial stored them, on the parent run."""
+    from autotune.search._final import best_trial
+    from autotune.tracking._mlflow import log_best
+    from autotune.training._artifacts import WEIGHTS
+
+    best = best_trial(study)
+    if best is None:
+        return
+    weights = None
+    for meta in optuna.artifacts.get_all_artifact_meta(best, storage=study._storage):
+        if meta.filename == WEIGHTS:
+            with store.open_reader(meta.artifact_id) as reader:
+                weights = reader.read()
+    log_best(study, record, weights, {"number": best.number, "value": best.value,
+                                      "params": best.params})
 
 
 def tensorboard_dir(args: Options, spec: StudySpec) -> Path | None:
@@ -384,7 +430,7 @@ def worker_argv(args: Options) -> list[str]:
     argv = ["--study", args.study]
     for flag in ("study_name", "storage", "n_trials", "timeout", "max_epochs", "seed",
                  "sampler", "pruner", "data_dir", "artifacts", "checkpoint_every",
-                 "tensorboard"):
+                 "tensorboard", "mlflow"):
         value = getattr(args, flag)
         if value is not None:
             argv += ["--" + flag.replace("_", "-"), str(value)]

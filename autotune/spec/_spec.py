@@ -33,7 +33,7 @@ SHIPPED_DIR = Path(__file__).resolve().parents[2] / "studies"
 TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
             "final_train", "trial_weights", "speedups", "budget", "sampler", "pruner", "fixed",
             "space", "start_from", "loss", "metric", "target", "image_size", "bad_images",
-            "train", "script", "args", "report_regex", "direction", "tensorboard"}
+            "train", "script", "args", "report_regex", "direction", "tensorboard", "mlflow"}
 BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
 PARAM_KEYS = {"low", "high", "log", "step", "choices"}
 # Fields a study sets in its own keys, not through [fixed] or [space].
@@ -103,6 +103,7 @@ class StudySpec:
     # TensorBoard event files per trial under this folder (relative to the study file);
     # where a study is watched, not what it is: not part of its definition
     tensorboard: str = ""
+    mlflow: str = ""  # MLflow tracking URI: a run per trial under one per study
     n_trials: int = 20  # study-wide total of finished (complete + pruned) trials
     timeout_s: float | None = None  # stop starting trials after this many seconds of a run
     max_epochs: int = 10  # epochs per trial unless pruned
@@ -225,6 +226,7 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         trial_weights=v.one_of(raw, "trial_weights", TRIAL_WEIGHTS, "improving"),
         speedups=v.typed(raw, "speedups", bool, False),
         tensorboard=v.typed(raw, "tensorboard", str, ""),
+        mlflow=v.typed(raw, "mlflow", str, ""),
         n_trials=v.positive_int(budget, "n_trials", 20, "budget."),
         timeout_s=v.number(budget, "timeout_s", None, low=0.0, prefix="budget.", open_=True),
         max_epochs=v.positive_int(budget, "max_epochs", 10, "budget."),

@@ -1,5 +1,6 @@
 """Where trials are watched besides optuna-dashboard: TensorBoard event files per trial
-(`--tensorboard DIR`), written from the training process."""
+(`--tensorboard DIR`) and MLflow runs, one per trial under one per study (`--mlflow URI`),
+written from the training process."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from autotune.tracking._mlflow import MLflowTracker
     from autotune.tracking._tensorboard import TensorBoardTracker, check_installed, study_folder
-    from autotune.tracking._tracker import Tracker, scalars_of, tracked
+    from autotune.tracking._tracker import Tracker, Trackers, scalars_of, tracked
 
 _WHERE = {
+    "MLflowTracker": "_mlflow",
+    "Trackers": "_tracker",
     "TensorBoardTracker": "_tensorboard",
     "check_installed": "_tensorboard",
     "study_folder": "_tensorboard",
@@ -18,8 +22,8 @@ _WHERE = {
     "scalars_of": "_tracker",
     "tracked": "_tracker",
 }
-__all__ = ["TensorBoardTracker", "Tracker", "check_installed", "scalars_of", "study_folder",
-           "tracked"]
+__all__ = ["MLflowTracker", "TensorBoardTracker", "Tracker", "Trackers", "check_installed",
+           "scalars_of", "study_folder", "tracked"]
 
 
 def __getattr__(name: str) -> Any:

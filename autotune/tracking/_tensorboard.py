@@ -60,7 +60,8 @@ class TensorBoardTracker:
     def epoch(self, trial: optuna.Trial, epoch: int, scalars: dict[str, float]) -> None:
         self._put(("epoch", trial.number, epoch, scalars))
 
-    def finish(self, trial: optuna.Trial, state: str, value: float | None) -> None:
+    def finish(self, trial: optuna.Trial, state: str, value: float | None,
+               reason: str | None = None) -> None:
         self._put(("finish", trial.number, dict(trial.params), state, value))
 
     def close(self) -> None:

@@ -1,0 +1,167 @@
+"""`--mlflow URI` (or `mlflow = "URI"` in a study file): one MLflow parent run per study and
+one child run per trial, in the experiment named after the study.
+
+A child run holds the trial's params, its metrics per epoch (the epoch as step), and as
+tags its number, state and prune or fail reason; a retried trial's run names the trials it
+continues (`autotune.retries`). The parent run is made once, when the study is first run
+with this tracking URI, and kept on the study (`autotune:mlflow`), so a resumed study, and
+every worker, logs under the same parent; after the search the best trial's weights are
+logged to it as an artifact. A local `sqlite:///mlflow.db` URI needs no server. Trials only
+queue what they report: one thread per process writes to MLflow.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autotune.errors import UsageError
+
+INSTALL = "pip install 'autotune[mlflow]' (or pip install mlflow)"
+STUDY_ATTR = "autotune:mlflow"  # {"uri": tracking URI, "experiment_id", "parent_run_id"}
+STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+def check_installed() -> None:
+    """UsageError (exit 2, before anything is stored) when MLflow is not installed."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--mlflow needs MLflow: {INSTALL}") from None
+
+
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def parent_run(study: optuna.Study, uri: str) -> dict[str, str]:
+    """The study's parent run in the tracking store at `uri`: the stored one, or a new one
+    (in the experiment named after the study) stored on the study."""
+    stored = study.user_attrs.get(STUDY_ATTR)
+    if isinstance(stored, dict) and stored.get("uri") == uri:
+        return stored
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(study.study_name)
+    experiment_id = (experiment.experiment_id if experiment is not None
+                     else client.create_experiment(study.study_name))
+    run = client.create_run(experiment_id, run_name=study.study_name,
+                            tags={"autotune.study": study.study_name})
+    record = {"uri": uri, "experiment_id": experiment_id, "parent_run_id": run.info.run_id}
+    study.set_user_attr(STUDY_ATTR, record)
+    return record
+
+
+def log_best(study: optuna.Study, record: dict[str, str], weights: bytes | None,
+             best: dict[str, Any]) -> None:
+    """On the parent run: the best trial's number, value and params, and its weights file."""
+    client = _client(record["uri"])
+    run_id = record["parent_run_id"]
+    client.set_tag(run_id, "autotune.best_trial", str(best["number"]))
+    client.log_metric(run_id, "best_value", float(best["value"]))
+    for name, value in best["params"].items():
+        client.set_tag(run_id, f"best.{name}", str(value))
+    if weights is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"trial-{best['number']}-weights.safetensors"
+            path.write_bytes(weights)
+            client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, status="FINISHED")  # this run's part; a resume adds to it
+
+
+class MLflowTracker:
+    """Logs each trial of this process as a child run of the study's parent run, from a
+    thread of its own; `close()` writes what is queued and waits for it."""
+
+    def __init__(self, record: dict[str, str], metric: str) -> None:
+        check_installed()
+        self.record = record
+        self.metric = metric
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._runs: dict[int, str] = {}  # trial number -> its run id (the thread's own)
+        self._client: Any = None
+        self._failed = False
+
+    def start(self, trial: optuna.Trial, retries: list[int]) -> None:
+        self._put(("start", trial.number, list(retries)))
+
+    def epoch(self, trial: optuna.Trial, epoch: int, scalars: dict[str, float]) -> None:
+        self._put(("epoch", trial.number, epoch, scalars))
+
+    def finish(self, trial: optuna.Trial, state: str, value: float | None,
+               reason: str | None = None) -> None:
+        self._put(("finish", trial.number, dict(trial.params), state, value, reason))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, daemon=True,
+                                            name="autotune-mlflow")
+            self._thread.start()
+        self._queue.put(item)
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                if self._client is None:
+                    self._client = _client(self.record["uri"])
+                getattr(self, "_" + item[0])(*item[1:])
+            except Exception as exc:  # tracking must never stop a search
+                if not self._failed:
+                    print(f"warning: MLflow runs not written: {type(exc).__name__}: {exc}",
+                          file=sys.stderr, flush=True)
+                self._failed = True
+
+    def _start(self, number: int, retries: list[int]) -> None:
+        tags = {"mlflow.parentRunId": self.record["parent_run_id"],
+                "autotune.trial": str(number)}
+        if retries:
+            tags["autotune.retries"] = ",".join(map(str, retries))
+        run = self._client.create_run(self.record["experiment_id"], run_name=f"trial-{number}",
+                                      tags=tags)
+        self._runs[number] = run.info.run_id
+
+    def _epoch(self, number: int, epoch: int, scalars: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        if number not in self._runs:
+            self._start(number, [])
+        now = _now_ms()
+        self._client.log_batch(self._runs[number], metrics=[
+            Metric(key=name, value=value, timestamp=now, step=epoch)
+            for name, value in scalars.items()])
+
+    def _finish(self, number: int, params: dict[str, Any], state: str, value: float | None,
+                reason: str | None) -> None:
+        from mlflow.entities import Param, RunTag
+
+        if number not in self._runs:
+            self._start(number, [])
+        run_id = self._runs.pop(number)
+        tags = [RunTag("autotune.state", state)]
+        if reason:
+            tags.append(RunTag("autotune.reason", reason[:5000]))
+        self._client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                               tags=tags)
+        if value is not None:
+            self._client.log_metric(run_id, f"final_{self.metric}", float(value))
+        self._client.set_terminated(run_id, status=STATUS[state])
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

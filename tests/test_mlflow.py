@@ -1,0 +1,70 @@
+"""--mlflow URI: a parent run per study, a child run per trial, read back with MLflow's own
+`mlflow.search_runs` from a local SQLite tracking store two workers wrote to."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+from tests.test_plugins import run
+
+
+def runs_of(uri: str, study: str):  # noqa: ANN201 - a pandas DataFrame
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[study])
+
+
+def test_two_workers_log_a_run_per_trial_under_the_study_s_parent_run_kept_on_resume(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run("--study", "digits", "--storage", url, "--n-trials", "4", "--max-epochs", "3",
+               "--workers", "2", "--mlflow", uri, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="digits", storage=url)
+    record = study.user_attrs["autotune:mlflow"]
+    runs = runs_of(uri, "digits")
+    parents = runs[runs["tags.mlflow.runName"] == "digits"]
+    assert list(parents.run_id) == [record["parent_run_id"]]
+    children = runs[runs["tags.mlflow.parentRunId"] == record["parent_run_id"]]
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert sorted(children["tags.autotune.trial"].astype(int)) == [t.number for t in finished]
+    client = MlflowClient(uri)
+    for trial in finished:
+        child = children[children["tags.autotune.trial"] == str(trial.number)].iloc[0]
+        assert child["tags.autotune.state"] == trial.state.name.lower()
+        assert child["status"] == ("FINISHED" if trial.state.name == "COMPLETE" else "KILLED")
+        assert float(child["params.lr"]) == pytest.approx(trial.params["lr"])
+        history = client.get_metric_history(child.run_id, "val_accuracy")
+        assert {m.step: m.value for m in history} == pytest.approx(trial.intermediate_values)
+        if trial.state.name == "PRUNED":
+            assert child["tags.autotune.reason"] == trial.user_attrs["prune_reason"]
+    best = study.best_trial
+    assert parents.iloc[0]["tags.autotune.best_trial"] == str(best.number)
+    artifacts = [a.path for a in client.list_artifacts(record["parent_run_id"])]
+    assert artifacts == [f"trial-{best.number}-weights.safetensors"]
+
+    resumed = run("--study", "digits", "--storage", url, "--n-trials", "6", "--max-epochs",
+                  "3", "--mlflow", uri, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    runs = runs_of(uri, "digits")
+    assert list(runs[runs["tags.mlflow.runName"] == "digits"].run_id) == [
+        record["parent_run_id"]]  # the same parent
+    assert (runs["tags.mlflow.parentRunId"] == record["parent_run_id"]).sum() == 6
+
+
+def test_without_mlflow_installed_the_flag_is_refused_in_one_line(tmp_path):
+    shadow = tmp_path / "shadow" / "mlflow"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    env = {"PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}"}
+    done = run("--study", "digits", "--storage", f"sqlite:///{tmp_path / 'n.db'}",
+               "--mlflow", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: --mlflow needs MLflow: pip install "
+                                   "'autotune[mlflow]' (or pip install mlflow)")
+    assert not (tmp_path / "n.db").exists()
