@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import mlflow
 import optuna
@@ -55,6 +58,25 @@ def test_two_workers_log_a_run_per_trial_under_the_study_s_parent_run_kept_on_re
     assert list(runs[runs["tags.mlflow.runName"] == "digits"].run_id) == [
         record["parent_run_id"]]  # the same parent
     assert (runs["tags.mlflow.parentRunId"] == record["parent_run_id"]).sum() == 6
+    assert f"mlflow: parent run {record['parent_run_id']} (experiment " in resumed.stdout
+    reported = subprocess.run([sys.executable, "-m", "autotune.report", "--study", "digits",
+                               "--storage", url, "--out", str(tmp_path / "report"),
+                               "--format", "json"], capture_output=True, text=True,
+                              timeout=120)
+    assert reported.returncode == 0, reported.stderr
+    assert f"mlflow: parent run {record['parent_run_id']}" in reported.stdout
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["mlflow"]["parent_run_id"] == record["parent_run_id"]
+    note = optuna_dashboard_note(study)
+    assert f"MLflow: parent run `{record['parent_run_id']}`" in note
+
+
+def optuna_dashboard_note(study: optuna.Study) -> str:
+    """The study note autotune wrote for optuna-dashboard, as the dashboard reads it."""
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    return str(get_note_from_system_attrs(attrs, None)["body"])
 
 
 def test_without_mlflow_installed_the_flag_is_refused_in_one_line(tmp_path):

@@ -51,6 +51,7 @@ def test_every_trial_of_two_workers_writes_its_epochs_and_hparams(tmp_path):
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="digits", storage=url)
     assert study.user_attrs["autotune:tensorboard"] == str(tmp_path / "tb" / "digits")
+    assert f"tensorboard: tensorboard --logdir {tmp_path / 'tb' / 'digits'}" in done.stdout
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 3
     for trial in finished:

@@ -18,7 +18,13 @@ import sqlalchemy
 from autotune.cli import _common as cli
 from autotune.errors import UsageError
 from autotune.search import _summary as summary
-from autotune.search._study import DEFINITION_ATTR, TEST_RESULT_ATTR, metric_name
+from autotune.search._study import (
+    DEFINITION_ATTR,
+    MLFLOW_ATTR,
+    TENSORBOARD_ATTR,
+    TEST_RESULT_ATTR,
+    metric_name,
+)
 from autotune.storage import _storage as storage
 from autotune.storage import _stored as stored
 
@@ -184,6 +190,8 @@ def report_data(study: optuna.Study, rows: list[dict[str, Any]], url: str) -> di
         "best_params": best[0]["params"] if best else None,
         "test_result": test_result(study),
         "definition": study.user_attrs.get(DEFINITION_ATTR),
+        "tensorboard": study.user_attrs.get(TENSORBOARD_ATTR),
+        "mlflow": study.user_attrs.get(MLFLOW_ATTR),
         "trials": rows,
     }
 

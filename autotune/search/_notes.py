@@ -13,11 +13,13 @@ import optuna
 from autotune.search._study import (
     DATA_SOURCE_ATTR,
     DEFINITION_ATTR,
+    MLFLOW_ATTR,
     TENSORBOARD_ATTR,
     TEST_RESULT_ATTR,
     metric_name,
 )
 from autotune.search._summary import format_value, state_counts
+from autotune.storage._storage import mask
 
 
 def write_study_note(study: optuna.Study) -> None:
@@ -95,6 +97,11 @@ def study_note(study: optuna.Study) -> str:
     if tensorboard:
         lines += ["", f"TensorBoard: `tensorboard --logdir {tensorboard}` (a folder per "
                       "trial)."]
+    mlflow = study.user_attrs.get(MLFLOW_ATTR)
+    if isinstance(mlflow, dict):
+        lines += ["", f"MLflow: parent run `{mlflow.get('parent_run_id')}` in experiment "
+                      f"{mlflow.get('experiment_id')} at `{mask(str(mlflow.get('uri')))}` "
+                      "(a child run per trial)."]
     lines += ["", "_Written by autotune after the search; the next run replaces it._"]
     return "\n".join(lines) + "\n"
 

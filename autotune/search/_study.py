@@ -27,6 +27,7 @@ PROVENANCE_ATTR = "autotune:provenance"  # versions, git commit, host, creation 
 TEST_RESULT_ATTR = "autotune:test_result"
 ARTIFACT_DIR_ATTR = "autotune:artifact_dir"  # where checkpoints, curves and weights live
 TENSORBOARD_ATTR = "autotune:tensorboard"  # the study's folder of TensorBoard event files
+MLFLOW_ATTR = "autotune:mlflow"  # {"uri", "experiment_id", "parent_run_id"} of its MLflow runs
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 

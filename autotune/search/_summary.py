@@ -7,7 +7,8 @@ from typing import Any
 
 import optuna
 
-from autotune.search._study import METRIC_NAME, metric_name
+from autotune.search._study import METRIC_NAME, MLFLOW_ATTR, TENSORBOARD_ATTR, metric_name
+from autotune.storage._storage import mask
 
 KEY_PARAMS = 4  # params shown on a trial's log line; the summary shows them all
 
@@ -81,5 +82,19 @@ def summary_lines(study: optuna.Study, storage_url: str, test: dict[str, Any] | 
         if "test_accuracy" in test:
             lines.append(f"test accuracy of best configuration: {test['test_accuracy']:.4f} "
                          + how)
+    lines += tracking_lines(study)
     lines.append(f"storage: {storage_url}")
+    return lines
+
+
+def tracking_lines(study: optuna.Study) -> list[str]:
+    """Where the study's trials are also watched: its TensorBoard folder, its MLflow run."""
+    lines = []
+    tensorboard = study.user_attrs.get(TENSORBOARD_ATTR)
+    if tensorboard:
+        lines.append(f"tensorboard: tensorboard --logdir {tensorboard}")
+    mlflow = study.user_attrs.get(MLFLOW_ATTR)
+    if isinstance(mlflow, dict):
+        lines.append(f"mlflow: parent run {mlflow.get('parent_run_id')} (experiment "
+                     f"{mlflow.get('experiment_id')}) in {mask(str(mlflow.get('uri')))}")
     return lines

@@ -24,7 +24,7 @@ import optuna
 from autotune.errors import UsageError
 
 INSTALL = "pip install 'autotune[mlflow]' (or pip install mlflow)"
-STUDY_ATTR = "autotune:mlflow"  # {"uri": tracking URI, "experiment_id", "parent_run_id"}
+STUDY_ATTR = "autotune:mlflow"  # as autotune.search._study.MLFLOW_ATTR: uri, ids of runs
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
 
