@@ -154,7 +154,9 @@ def test_a_killed_worker_s_trial_is_retried_and_restores_its_checkpoint(tmp_path
              + "[[start_from]]\nhidden = 16\nlr = 0.1\n")  # trial 0 trains, and is killed
     study_file = write(tmp_path / "project", study=study)
     url = f"sqlite:///{tmp_path / 'kill.db'}"
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = run("--study", str(study_file), "--storage", url, "--workers", "2",
+               "--mlflow", mlflow_uri, "--tensorboard", str(tmp_path / "tb"),
                cwd=tmp_path / "project", env={"KILL_AT": "2", "AUTOTUNE_HEARTBEAT_S": "1",
                                               "AUTOTUNE_GRACE_S": "3"})
     assert done.returncode == 0, done.stderr
@@ -171,6 +173,17 @@ def test_a_killed_worker_s_trial_is_retried_and_restores_its_checkpoint(tmp_path
     if retry.state.name == "COMPLETE":
         assert sorted(retry.intermediate_values) == [1, 2, 3, 4]
     assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+    # the retry's MLflow run and TensorBoard folder name the trial it continues
+    import mlflow
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=["loop"])
+    child = runs[runs["tags.autotune.trial"] == str(retry.number)].iloc[0]
+    assert child["tags.autotune.retries"] == "0"
+    events = EventAccumulator(str(tmp_path / "tb" / "loop" / f"trial-{retry.number}"))
+    events.Reload()
+    assert "retries/text_summary" in events.Tags()["tensors"]
 
 
 @pytest.mark.parametrize("function, reason", [
