@@ -12,16 +12,14 @@ queue what they report: one thread per process writes to MLflow.
 
 from __future__ import annotations
 
-import queue
-import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from autotune.errors import UsageError
+from autotune.tracking._tracker import QueuedTracker
 
 INSTALL = "pip install 'autotune[mlflow]' (or pip install mlflow)"
 STUDY_ATTR = "autotune:mlflow"  # as autotune.search._study.MLFLOW_ATTR: uri, ids of runs
@@ -76,61 +74,33 @@ def log_best(study: optuna.Study, record: dict[str, str], weights: bytes | None,
     client.set_terminated(run_id, status="FINISHED")  # this run's part; a resume adds to it
 
 
-class MLflowTracker:
-    """Logs each trial of this process as a child run of the study's parent run, from a
-    thread of its own; `close()` writes what is queued and waits for it."""
+class MLflowTracker(QueuedTracker):
+    """Logs each trial of this process as a child run of the study's parent run (from the
+    thread QueuedTracker runs); `close()` writes what is queued and waits for it."""
+
+    name = "MLflow runs"
 
     def __init__(self, record: dict[str, str], metric: str) -> None:
         check_installed()
+        super().__init__()
         self.record = record
         self.metric = metric
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._runs: dict[int, str] = {}  # trial number -> its run id (the thread's own)
-        self._client: Any = None
-        self._failed = False
+        self._client_: Any = None
 
-    def start(self, trial: optuna.Trial, retries: list[int]) -> None:
-        self._put(("start", trial.number, list(retries)))
-
-    def epoch(self, trial: optuna.Trial, epoch: int, scalars: dict[str, float]) -> None:
-        self._put(("epoch", trial.number, epoch, scalars))
-
-    def finish(self, trial: optuna.Trial, state: str, value: float | None,
-               reason: str | None = None) -> None:
-        self._put(("finish", trial.number, dict(trial.params), state, value, reason))
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _put(self, item: tuple[Any, ...]) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._drain, daemon=True,
-                                            name="autotune-mlflow")
-            self._thread.start()
-        self._queue.put(item)
-
-    def _drain(self) -> None:
-        while (item := self._queue.get()) is not None:
-            try:
-                if self._client is None:
-                    self._client = _client(self.record["uri"])
-                getattr(self, "_" + item[0])(*item[1:])
-            except Exception as exc:  # tracking must never stop a search
-                if not self._failed:
-                    print(f"warning: MLflow runs not written: {type(exc).__name__}: {exc}",
-                          file=sys.stderr, flush=True)
-                self._failed = True
+    @property
+    def client(self) -> Any:
+        """The MLflow client, made in the writer thread on first use."""
+        if self._client_ is None:
+            self._client_ = _client(self.record["uri"])
+        return self._client_
 
     def _start(self, number: int, retries: list[int]) -> None:
         tags = {"mlflow.parentRunId": self.record["parent_run_id"],
                 "autotune.trial": str(number)}
         if retries:
             tags["autotune.retries"] = ",".join(map(str, retries))
-        run = self._client.create_run(self.record["experiment_id"], run_name=f"trial-{number}",
+        run = self.client.create_run(self.record["experiment_id"], run_name=f"trial-{number}",
                                       tags=tags)
         self._runs[number] = run.info.run_id
 
@@ -140,7 +110,7 @@ class MLflowTracker:
         if number not in self._runs:
             self._start(number, [])
         now = _now_ms()
-        self._client.log_batch(self._runs[number], metrics=[
+        self.client.log_batch(self._runs[number], metrics=[
             Metric(key=name, value=value, timestamp=now, step=epoch)
             for name, value in scalars.items()])
 
@@ -154,11 +124,11 @@ class MLflowTracker:
         tags = [RunTag("autotune.state", state)]
         if reason:
             tags.append(RunTag("autotune.reason", reason[:5000]))
-        self._client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
                                tags=tags)
         if value is not None:
-            self._client.log_metric(run_id, f"final_{self.metric}", float(value))
-        self._client.set_terminated(run_id, status=STATUS[state])
+            self.client.log_metric(run_id, f"final_{self.metric}", float(value))
+        self.client.set_terminated(run_id, status=STATUS[state])
 
 
 def _now_ms() -> int:

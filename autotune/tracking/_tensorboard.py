@@ -11,16 +11,12 @@ cost ~1.6 ms a trial here).
 
 from __future__ import annotations
 
-import queue
 import re
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from autotune.errors import UsageError
+from autotune.tracking._tracker import QueuedTracker
 
 INSTALL = "pip install 'autotune[tensorboard]' (or pip install tensorboard)"
 
@@ -38,57 +34,21 @@ def study_folder(root: str | Path, study_name: str) -> Path:
     return Path(root) / re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
 
 
-class TensorBoardTracker:
-    """Writes each trial of this process into its own event-file folder, from a thread of
-    its own; `close()` writes what is queued and waits for it."""
+class TensorBoardTracker(QueuedTracker):
+    """Writes each trial of this process into its own event-file folder (from the thread
+    QueuedTracker runs); `close()` writes what is queued and waits for it."""
+
+    name = "TensorBoard events"
 
     def __init__(self, root: str | Path, study_name: str, metric: str) -> None:
         check_installed()
+        super().__init__()
         self.folder = study_folder(root, study_name)
         self.metric = metric
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._writers: dict[int, Any] = {}  # trial number -> SummaryWriter (thread's own)
         self._retries: dict[int, list[int]] = {}  # trial number -> the trials it continues
-        self._failed = False
 
-    # --- what trials call: queue only -----------------------------------------------------
-
-    def start(self, trial: optuna.Trial, retries: list[int]) -> None:
-        self._put(("start", trial.number, list(retries)))
-
-    def epoch(self, trial: optuna.Trial, epoch: int, scalars: dict[str, float]) -> None:
-        self._put(("epoch", trial.number, epoch, scalars))
-
-    def finish(self, trial: optuna.Trial, state: str, value: float | None,
-               reason: str | None = None) -> None:
-        self._put(("finish", trial.number, dict(trial.params), state, value))
-
-    def close(self) -> None:
-        """Write everything queued, close the files, and stop the thread."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _put(self, item: tuple[Any, ...]) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._drain, daemon=True,
-                                            name="autotune-tensorboard")
-            self._thread.start()
-        self._queue.put(item)
-
-    # --- the writer thread ----------------------------------------------------------------
-
-    def _drain(self) -> None:
-        while (item := self._queue.get()) is not None:
-            try:
-                getattr(self, "_" + item[0])(*item[1:])
-            except Exception as exc:  # tracking must never stop a search
-                if not self._failed:
-                    print(f"warning: TensorBoard events not written: {type(exc).__name__}: "
-                          f"{exc}", file=sys.stderr, flush=True)
-                self._failed = True
+    def _closing(self) -> None:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
@@ -115,8 +75,8 @@ class TensorBoardTracker:
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, epoch)
 
-    def _finish(self, number: int, params: dict[str, Any], state: str,
-                value: float | None) -> None:
+    def _finish(self, number: int, params: dict[str, Any], state: str, value: float | None,
+                reason: str | None) -> None:
         from torch.utils.tensorboard.summary import hparams
 
         writer = self._writer(number)

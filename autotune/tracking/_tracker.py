@@ -4,6 +4,9 @@ loop's wrapper (`tracked`) calls `finish`, whatever way the trial ended."""
 
 from __future__ import annotations
 
+import queue
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -75,6 +78,68 @@ class Trackers:
     def close(self) -> None:
         for tracker in self.trackers:
             tracker.close()
+
+
+class QueuedTracker:
+    """A tracker whose trials only queue what they tell it: one thread per process (started
+    with the first trial) calls the subclass's `_start`, `_epoch` and `_finish` in order,
+    so no trial waits on a file or a database. `close()` writes what is queued and waits;
+    an error in the thread is told once on stderr and never stops the search."""
+
+    name = "tracking"  # the thread's and the warning's name
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    def start(self, trial: optuna.Trial, retries: list[int]) -> None:
+        self._put(("start", trial.number, list(retries)))
+
+    def epoch(self, trial: optuna.Trial, epoch: int, scalars: dict[str, float]) -> None:
+        self._put(("epoch", trial.number, epoch, scalars))
+
+    def finish(self, trial: optuna.Trial, state: str, value: float | None,
+               reason: str | None = None) -> None:
+        self._put(("finish", trial.number, dict(trial.params), state, value, reason))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, daemon=True,
+                                            name=f"autotune-{self.name}")
+            self._thread.start()
+        self._queue.put(item)
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                getattr(self, "_" + item[0])(*item[1:])
+            except Exception as exc:  # tracking must never stop a search
+                if not self._failed:
+                    print(f"warning: {self.name} not written: {type(exc).__name__}: {exc}",
+                          file=sys.stderr, flush=True)
+                self._failed = True
+        self._closing()
+
+    # in the thread: what a tracker writes
+    def _start(self, number: int, retries: list[int]) -> None:
+        raise NotImplementedError
+
+    def _epoch(self, number: int, epoch: int, scalars: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    def _finish(self, number: int, params: dict[str, Any], state: str, value: float | None,
+                reason: str | None) -> None:
+        raise NotImplementedError
+
+    def _closing(self) -> None:
+        """The last thing the thread does (close what is open)."""
 
 
 def scalars_of(**named: Any) -> dict[str, float]:
