@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,8 +12,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
-from tests.test_plugins import run
+from tests.test_plugins import run, run_without
 
 
 def runs_of(uri: str, study: str):  # noqa: ANN201 - a pandas DataFrame
@@ -80,12 +78,9 @@ def optuna_dashboard_note(study: optuna.Study) -> str:
 
 
 def test_without_mlflow_installed_the_flag_is_refused_in_one_line(tmp_path):
-    shadow = tmp_path / "shadow" / "mlflow"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
-    env = {"PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}"}
-    done = run("--study", "digits", "--storage", f"sqlite:///{tmp_path / 'n.db'}",
-               "--mlflow", f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path, env=env)
+    done = run_without("mlflow", "--study", "digits", "--storage",
+                       f"sqlite:///{tmp_path / 'n.db'}", "--mlflow",
+                       f"sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: --mlflow needs MLflow: pip install "
                                    "'autotune[mlflow]' (or pip install mlflow)")

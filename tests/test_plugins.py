@@ -80,6 +80,15 @@ def run(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_without(package: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`autotune.run ARGS` where importing `package` fails, as where it is not installed
+    (a package of that name ahead on the path raises ImportError)."""
+    shadow = cwd / "shadow" / package
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    return run(*args, cwd=cwd, env={"PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}"})
+
+
 def refused_with_storage_untouched(study_file: Path, tmp_path: Path) -> str:
     """Run a study that must be refused against a storage holding another study: exit 2,
     one line on stderr (returned), and the storage's files byte for byte as they were."""

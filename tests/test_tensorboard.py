@@ -18,11 +18,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import REPO
 from tests.small_study import chromium, screenshot
 from tests.test_dashboard import free_port
 from tests.test_function import write as write_train_study
-from tests.test_plugins import run
+from tests.test_plugins import run, run_without
 
 
 def read(folder: Path) -> EventAccumulator:
@@ -84,12 +83,8 @@ def test_a_train_function_s_own_metrics_reach_tensorboard_from_the_study_file(tm
 
 
 def test_without_tensorboard_installed_the_flag_is_refused_in_one_line(tmp_path):
-    shadow = tmp_path / "shadow" / "tensorboard"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
-    env = {"PYTHONPATH": f"{shadow.parent}{os.pathsep}{REPO}"}
-    done = run("--study", "digits", "--storage", f"sqlite:///{tmp_path / 'n.db'}",
-               "--tensorboard", "tb", cwd=tmp_path, env=env)
+    done = run_without("tensorboard", "--study", "digits", "--storage",
+                       f"sqlite:///{tmp_path / 'n.db'}", "--tensorboard", "tb", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: --tensorboard needs TensorBoard: pip install "
                                    "'autotune[tensorboard]' (or pip install tensorboard)")
