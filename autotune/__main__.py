@@ -17,6 +17,7 @@ COMMANDS = {
     "report": ("autotune.cli._report", "summary, top trials, HTML report with plots, or JSON"),
     "export": ("autotune.cli._export", "the best trial as a study file (retrain it) or JSON"),
     "migrate": ("autotune.cli._migrate", "copy studies between storages, history included"),
+    "proxy": ("autotune.cli._proxy", "serve a storage to many workers over gRPC (one pool)"),
 }
 
 

@@ -17,7 +17,7 @@ SUBPACKAGES = ("cli", "spec", "search", "launch", "training", "routes", "trackin
                "storage", "fast")
 # the public modules at the top: the API, the errors, and `python -m autotune.<command>`
 PUBLIC_TOP = {"__init__", "__main__", "api", "errors", "run", "status", "report", "export",
-              "migrate", "dashboard", "lightning"}
+              "migrate", "dashboard", "lightning", "proxy"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "are divided among them and GPUs shared round-robin; other "
                              "machines join by running the same command with the same "
                              "--storage (default: %(default)s)")
+    parser.add_argument("--launcher", choices=("local", "ray"), default="local",
+                        help="where the --workers run: local processes, or tasks on a Ray "
+                             "cluster (needs pip install 'autotune[ray]'; the study file's "
+                             "folder is shipped to them) (default: %(default)s)")
+    parser.add_argument("--ray-address", metavar="HOST:PORT",
+                        help="the Ray cluster's head node (default: $RAY_ADDRESS, else the "
+                             "cluster `ray start` began on this machine, else a new one here)")
+    parser.add_argument("--cpus-per-trial", type=cli.positive_float, metavar="N",
+                        help="CPUs each Ray worker asks for; fractions share a CPU (default: "
+                             "the study file's cpus_per_trial, else 1)")
+    parser.add_argument("--gpus-per-trial", type=cli.non_negative_float, metavar="N",
+                        help="GPUs each Ray worker asks for; 0.25 puts four workers on one "
+                             "GPU (default: the study file's gpus_per_trial, else 0: CPU)")
     parser.add_argument("--checkpoint-every", type=cli.non_negative_float, metavar="SECONDS",
                         help="save a running trial's training state at the end of an epoch "
                              "once this many seconds passed since the last save; a trial "

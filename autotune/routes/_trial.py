@@ -23,6 +23,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 
 from autotune.errors import Diverged, UserCodeError
+from autotune.launch._ray import NODE_ENV
 from autotune.search import _samplers as samplers
 from autotune.search._objective import retry_history, trial_seed
 from autotune.spec import _space as space
@@ -200,6 +201,8 @@ def start(trial: optuna.Trial, spec: StudySpec, device: torch.device,
                        ("host", socket.gethostname()), ("pid", os.getpid()),
                        ("trained_on", trained_on)):
         trial.set_user_attr(key, value)
+    if os.environ.get(NODE_ENV):  # a worker on a Ray cluster: which node
+        trial.set_user_attr("node", os.environ[NODE_ENV])
     if tracker is not None:
         tracker.start(trial, retries)
     rng.seed(seed, device)

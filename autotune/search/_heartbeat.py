@@ -15,16 +15,22 @@ import datetime as dt
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Protocol
 
 import optuna
 import sqlalchemy
-from optuna.storages._heartbeat import BaseHeartbeat
+
+
+class Recorder(Protocol):
+    """Where beats go: an Optuna BaseHeartbeat storage, or `_beats.AttrBeats`."""
+
+    def record_heartbeat(self, trial_id: int) -> None: ...
 
 
 class Heartbeat:
     """Records heartbeats in `storage` for the trial marked as running here."""
 
-    def __init__(self, storage: BaseHeartbeat, interval_s: float) -> None:
+    def __init__(self, storage: Recorder, interval_s: float) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s=}")
         self.storage = storage

@@ -2,7 +2,8 @@
 
 What `study.optimize` does for one process (ask, run the objective, tell, callbacks, stop,
 timeout, Ctrl-C), with less bookkeeping per trial:
-  - one heartbeat thread for the process (`autotune.search._heartbeat`), not one per trial;
+  - one heartbeat thread for the process (`autotune.search._heartbeat`), not one per trial,
+    also where the storage keeps no heartbeats (gRPC proxy, journal: `_beats`);
   - trials left running by dead workers are looked for every heartbeat interval, not
     before every trial (one query each; a dead trial waits a grace period of 30 s anyway);
   - callbacks get the finished trial as stored, not two more copies of it;
@@ -27,9 +28,11 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.search._beats import AttrBeats, fail_silent_trials
 from autotune.search._heartbeat import Heartbeat, read_heartbeats
 from autotune.search._interrupts import Interrupts
 from autotune.search._retry import stale_reason
+from autotune.storage._storage import grace_s, heartbeat_s
 
 Objective = Callable[[optuna.Trial], float]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
@@ -49,9 +52,7 @@ def run_trials(study: optuna.Study, objective: Objective, *, stop: Callable[[], 
     each trial, in order.
     """
     storage = study._storage
-    heartbeat = (Heartbeat(storage, storage.get_heartbeat_interval())  # type: ignore[arg-type]
-                 if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
-                 else None)
+    heartbeat = heartbeat_for(storage)
     gc.freeze()  # they live as long as the process; the collector skips them from now on
     started = time.monotonic()
     next_stale_check = started
@@ -59,7 +60,7 @@ def run_trials(study: optuna.Study, objective: Objective, *, stop: Callable[[], 
     with Interrupts().installed() as interrupts:
         try:
             while timeout_s is None or time.monotonic() - started < timeout_s:
-                if heartbeat is not None and time.monotonic() >= next_stale_check:
+                if time.monotonic() >= next_stale_check:
                     fail_stale_trials(study)
                     next_stale_check = time.monotonic() + heartbeat.interval_s
                 trial = run_trial(study, objective, catch, heartbeat, interrupts)
@@ -103,11 +104,19 @@ def run_trial(study: optuna.Study, objective: Objective, catch: tuple[type[Excep
     return study._storage.get_trial(trial._trial_id)  # uncopied: callbacks only read it
 
 
+def heartbeat_for(storage: optuna.storages.BaseStorage) -> Heartbeat:
+    """Optuna's heartbeats where the storage keeps them (relational), else the attribute's."""
+    if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+        return Heartbeat(storage, storage.get_heartbeat_interval())  # type: ignore[arg-type]
+    return Heartbeat(AttrBeats(storage), heartbeat_s())
+
+
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the trials whose worker stopped beating, each with a `fail_reason` saying whose
     and since when, and queue their retries."""
     storage = study._storage
     if not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
+        fail_silent_trials(study, grace_s())
         return
     stale = storage._get_stale_trial_ids(study._study_id)
     if stale:

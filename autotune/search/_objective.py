@@ -14,6 +14,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 
 from autotune.errors import Diverged, UserCodeError
+from autotune.launch._ray import NODE_ENV
 from autotune.plugins import _references as plugins
 from autotune.search import _samplers as samplers
 from autotune.search._loop import INTERRUPTED_ATTR
@@ -72,6 +73,8 @@ class Objective:
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        if os.environ.get(NODE_ENV):  # a worker on a Ray cluster: which node
+            trial.set_user_attr("node", os.environ[NODE_ENV])
         trial.set_user_attr("data_source", self.splits.source)
         peak_memory.reset(self.device)
         start = self.resume_point(trial, history)

@@ -38,10 +38,11 @@ class RetryTrial:
         self._queue(study, trial)
 
 
-def stale_reason(trial: FrozenTrial, last_beat: dt.datetime | None) -> str:
+def stale_reason(trial: FrozenTrial, last_beat: dt.datetime | None,
+                 clock: str = "database time") -> str:
     """Why a trial whose worker went silent failed, for its `fail_reason`."""
     pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
     who = f"worker {pid} on {host}" if pid and host else "its worker"
-    when = f" at {last_beat.isoformat(sep=' ', timespec='seconds')} (database time)" \
+    when = f" at {last_beat.isoformat(sep=' ', timespec='seconds')} ({clock})" \
         if last_beat else ""
     return f"{who} stopped sending heartbeats{when}; retried from its last checkpoint"

@@ -32,6 +32,7 @@ import sqlalchemy.exc
 from autotune import _env as env
 from autotune.errors import AutotuneError, Diverged, UsageError, UserCodeError
 from autotune.launch import _local as workers
+from autotune.launch import _ray as ray_launch
 from autotune.plugins import _references as plugins
 from autotune.plugins._installed import load_installed
 from autotune.search import _budget as budget
@@ -95,6 +96,10 @@ class Options:
     allow_changes: bool = False  # resume although the definition or data source changed
     tensorboard: str | None = None  # folder of TensorBoard event files; None: the file's
     mlflow: str | None = None  # MLflow tracking URI; None: the study file's
+    launcher: str = "local"  # where the K workers run: "local" processes or a "ray" cluster
+    ray_address: str | None = None  # None: $RAY_ADDRESS, else Ray's default
+    cpus_per_trial: float | None = None  # what a Ray worker asks for; None: the study file's
+    gpus_per_trial: float | None = None
 
 
 def run(options: Options) -> int:
@@ -123,6 +128,7 @@ def run(options: Options) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         storage.close_all()  # the SQLite file whole (WAL folded in), whatever the exit
+        ray_launch.shutdown()  # leaves a Ray cluster this run joined (no-op otherwise)
 
 
 
@@ -132,6 +138,8 @@ def search(args: Options) -> int:
     spec = apply_flags(load_spec(args.study), args)
     checkpoint_every_s = checkpoint_every(args.checkpoint_every)
     check_environment()  # a bad setting is refused before storage is touched
+    if args.launcher == "ray" and args.worker_index is None:
+        join_ray_cluster(args, spec)  # unreachable, or no node fits a worker: exit 2 here
     tensorboard = tensorboard_dir(args, spec)
     if tensorboard is not None:
         from autotune.tracking._tensorboard import check_installed
@@ -224,7 +232,7 @@ def search(args: Options) -> int:
         if requeued:
             _log(f"requeued interrupted trial(s) {', '.join(map(str, requeued))}; they resume "
                  "from their last checkpoint")
-    if args.workers > 1:
+    if args.workers > 1 or (args.launcher == "ray" and args.worker_index is None):
         stopped_early = run_workers(study, spec, args)
     else:
         trial_store = artifacts.open_store(artifact_dir)
@@ -366,34 +374,21 @@ def worker_seed(seed: int, study: optuna.Study) -> int:
 
 
 def run_workers(study: optuna.Study, spec: StudySpec, args: Options) -> bool:
-    """Start K worker processes on this machine and wait for them; True if one failed."""
-    import torch
-
-    placements = workers.plan(args.workers, args.device, torch.cuda.device_count(),
-                              workers.n_cores())
-    base = worker_argv(args)
-    forking = workers.can_fork(placements)
-    how = "forks of this process" if forking else "new processes"
-    _log(f"starting {args.workers} workers ({how}): " + ", ".join(
-        f"w{p.index} {p.device} {p.threads} thread(s)" for p in placements))
+    """Start K workers (processes here, or tasks on a Ray cluster) and wait for them, in
+    rounds while a dead worker's trial waits for its retry; True if one failed."""
+    start_round = (ray_round(spec, args) if args.launcher == "ray"
+                   else local_round(study, args))
 
     def watchdog() -> None:
         # A killed worker's trial turns stale after the grace period: mark it failed now, so
         # the retry callback queues it (same params) for a live worker to resume.
-        loop.fail_stale_trials(study)  # no-op without heartbeats (journal)
+        loop.fail_stale_trials(study)
 
     for _ in range(MAX_WORKER_ROUNDS):
-        if forking:  # each a copy of this process, its data loaded: ~0.1 s to a first trial
-            _close_connections(study._storage)
-            codes = workers.fork(
-                [functools.partial(run, for_worker(args, p)) for p in placements],
-                tick=watchdog, tick_s=storage.heartbeat_s())
-        else:  # fresh interpreters, seconds each before their first trial
-            codes = workers.spawn([workers.worker_command(base, p) for p in placements],
-                                  tick=watchdog, tick_s=storage.heartbeat_s())
-        for placement, code in zip(placements, codes, strict=True):
+        codes = start_round(watchdog)
+        for index, code in enumerate(codes):
             if code < 0:
-                _log(f"worker w{placement.index} was killed by signal {-code}; its trial will "
+                _log(f"worker w{index} was killed by signal {-code}; its trial will "
                      "be retried from its last checkpoint")
         if any(code not in (EXIT_OK, EXIT_FAILURE) and code >= 0 for code in codes):
             raise AutotuneError(f"workers exited with codes {codes}; see their errors above")
@@ -405,9 +400,92 @@ def run_workers(study: optuna.Study, spec: StudySpec, args: Options) -> bool:
         time.sleep(storage.grace_s() + storage.heartbeat_s())
         watchdog()
     _log(f"error: {count_finished(study)} of {spec.n_trials} trials finished after "
-         f"{MAX_WORKER_ROUNDS} rounds of workers; trials still marked running cannot be "
-         "recovered without heartbeats (journal storage): rerun after they are resolved")
+         f"{MAX_WORKER_ROUNDS} rounds of workers; rerun the command to go on")
     return True
+
+
+Round = Callable[[Callable[[], None]], list[int]]  # one round of workers -> exit codes
+
+
+def local_round(study: optuna.Study, args: Options) -> Round:
+    """K processes on this machine: forks of this one where that is safe, else new ones."""
+    import torch
+
+    placements = workers.plan(args.workers, args.device, torch.cuda.device_count(),
+                              workers.n_cores())
+    base = worker_argv(args)
+    # a gRPC channel does not survive a fork: behind a storage proxy, workers are new processes
+    forking = workers.can_fork(placements) and not isinstance(
+        study._storage, optuna.storages.GrpcStorageProxy)
+    how = "forks of this process" if forking else "new processes"
+    _log(f"starting {args.workers} workers ({how}): " + ", ".join(
+        f"w{p.index} {p.device} {p.threads} thread(s)" for p in placements))
+
+    def start(watchdog: Callable[[], None]) -> list[int]:
+        if forking:  # each a copy of this process, its data loaded: ~0.1 s to a first trial
+            _close_connections(study._storage)
+            return workers.fork(
+                [functools.partial(run, for_worker(args, p)) for p in placements],
+                tick=watchdog, tick_s=storage.heartbeat_s())
+        # fresh interpreters, seconds each before their first trial
+        return workers.spawn([workers.worker_command(base, p) for p in placements],
+                             tick=watchdog, tick_s=storage.heartbeat_s())
+
+    return start
+
+
+def ray_round(spec: StudySpec, args: Options) -> Round:
+    """K tasks on the Ray cluster this run joined, each with the study's resources."""
+    wanted = ray_launch.Resources(spec.cpus_per_trial, spec.gpus_per_trial)
+    threads = max(1, int(spec.cpus_per_trial))
+    device = "cuda" if spec.gpus_per_trial > 0 else "cpu"
+    base = worker_argv(portable(args))
+    argvs = [[*base, "--workers", "1", "--worker-index", str(i), "--threads", str(threads),
+              "--device", device] for i in range(args.workers)]
+    _log(f"placing {args.workers} worker(s) on the Ray cluster "
+         f"({len(ray_launch.live_nodes())} node(s)), each asking for {wanted}")
+
+    def start(watchdog: Callable[[], None]) -> list[int]:
+        return ray_launch.run_round(argvs, wanted, tick=watchdog, tick_s=storage.heartbeat_s())
+
+    return start
+
+
+def join_ray_cluster(args: Options, spec: StudySpec) -> None:
+    """Join the Ray cluster with the study file's folder and $AUTOTUNE_... settings as the
+    job's runtime_env, and check that a node can take a worker: UsageError otherwise."""
+    ray_launch.check_installed()
+    address = ray_launch.resolve_address(args.ray_address)
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith("AUTOTUNE_")}
+    nodes = ray_launch.connect(address, study_folder(args), env_vars)
+    ray_launch.check_resources(ray_launch.Resources(spec.cpus_per_trial, spec.gpus_per_trial))
+    _log(f"joined the Ray cluster at {address or 'this machine'}: {nodes} node(s)")
+
+
+def study_folder(args: Options) -> Path | None:
+    """The folder of a study file given by path (shipped to Ray workers), else None."""
+    given = Path(args.study)
+    return given.resolve().parent if args.study.endswith(".toml") or os.sep in args.study \
+        else None
+
+
+def portable(args: Options) -> Options:
+    """The run's options as a worker elsewhere must get them: the study file by its name
+    within the shipped folder, and every local path absolute."""
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str(Path(path).resolve())
+
+    study = Path(args.study).name if study_folder(args) is not None else args.study
+    url = storage.resolve_url(args.storage)
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme) and not url[len(scheme):].startswith("/"):
+            url = scheme + str(Path(url[len(scheme):]).resolve())
+    mlflow = args.mlflow
+    if mlflow and mlflow.startswith("sqlite:///") and not mlflow[10:].startswith("/"):
+        mlflow = "sqlite:///" + str(Path(mlflow[10:]).resolve())
+    return dataclasses.replace(args, study=study, storage=url, data_dir=absolute(args.data_dir),
+                               artifacts=absolute(args.artifacts),
+                               tensorboard=absolute(args.tensorboard), mlflow=mlflow)
 
 
 def _close_connections(store: optuna.storages.BaseStorage) -> None:
@@ -462,6 +540,15 @@ def apply_flags(spec: StudySpec, args: Options) -> StudySpec:
         changes.update(sampler=args.sampler, sampler_options={})
     if args.pruner is not None and args.pruner != spec.pruner:
         changes.update(pruner=args.pruner, pruner_options={})
+    for flag in ("cpus_per_trial", "gpus_per_trial"):
+        if getattr(args, flag) is not None:
+            changes[flag] = getattr(args, flag)
+    if args.launcher != "ray":
+        ray_flags = ("ray_address", "cpus_per_trial", "gpus_per_trial")
+        given = [f"--{f.replace('_', '-')}" for f in ray_flags if getattr(args, f) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} place workers on a Ray cluster: add "
+                             "--launcher ray, or leave them out")
     if args.study_name is not None:
         check_study_name(args.study_name, "--study-name")
     spec = dataclasses.replace(spec, **changes)  # type: ignore[arg-type]

@@ -33,7 +33,8 @@ SHIPPED_DIR = Path(__file__).resolve().parents[2] / "studies"
 TOP_KEYS = {"name", "description", "dataset", "model", "seed", "val_fraction", "split_seed",
             "final_train", "trial_weights", "speedups", "budget", "sampler", "pruner", "fixed",
             "space", "start_from", "loss", "metric", "target", "image_size", "bad_images",
-            "train", "script", "args", "report_regex", "direction", "tensorboard", "mlflow"}
+            "train", "script", "args", "report_regex", "direction", "tensorboard", "mlflow",
+            "cpus_per_trial", "gpus_per_trial"}
 BUDGET_KEYS = {"n_trials", "timeout_s", "max_epochs"}
 PARAM_KEYS = {"low", "high", "log", "step", "choices"}
 # Fields a study sets in its own keys, not through [fixed] or [space].
@@ -104,6 +105,10 @@ class StudySpec:
     # where a study is watched, not what it is: not part of its definition
     tensorboard: str = ""
     mlflow: str = ""  # MLflow tracking URI: a run per trial under one per study
+    # what each worker asks a Ray cluster for (--launcher ray); fractions share a CPU or GPU.
+    # Where a study runs, not what it is: not part of its definition
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
     n_trials: int = 20  # study-wide total of finished (complete + pruned) trials
     timeout_s: float | None = None  # stop starting trials after this many seconds of a run
     max_epochs: int = 10  # epochs per trial unless pruned
@@ -227,6 +232,8 @@ def parse_spec(raw: dict[str, Any], *, path: str, text: str = "", default_name: 
         speedups=v.typed(raw, "speedups", bool, False),
         tensorboard=v.typed(raw, "tensorboard", str, ""),
         mlflow=v.typed(raw, "mlflow", str, ""),
+        cpus_per_trial=v.number(raw, "cpus_per_trial", 1.0, low=0.0, open_=True) or 1.0,
+        gpus_per_trial=v.number(raw, "gpus_per_trial", 0.0, low=0.0) or 0.0,
         n_trials=v.positive_int(budget, "n_trials", 20, "budget."),
         timeout_s=v.number(budget, "timeout_s", None, low=0.0, prefix="budget.", open_=True),
         max_epochs=v.positive_int(budget, "max_epochs", 10, "budget."),

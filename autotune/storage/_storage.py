@@ -35,7 +35,8 @@ SCHEMA_RACE_RETRIES = 5
 DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
                    "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
 FORMS = ("sqlite:///PATH.db, postgresql://USER@HOST/DB, mysql://USER@HOST/DB, "
-         "journal:///PATH.log, redis://HOST:PORT")
+         "journal:///PATH.log, redis://HOST:PORT, grpc://HOST:PORT")
+GRPC_READY_S = 5.0  # a gRPC storage proxy that does not answer within this is not there
 
 
 def heartbeat_s() -> int:
@@ -68,11 +69,13 @@ def mask(url: str) -> str:
         return url
 
 
-def open_storage(url: str, *, writable: bool = True) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, writable: bool = True, pool_size: int | None = None
+                 ) -> optuna.storages.BaseStorage:
     """Open (creating if needed) the storage a URL names; StorageError if it is malformed.
 
     A SQLite file is checked before SQLite opens it: it must be a database (or new), and
-    writable unless `writable` is False (the commands that only read). An existing file
+    writable unless `writable` is False (the commands that only read). `pool_size` caps a
+    database server's connections at that many (None: SQLAlchemy's default pool). An existing file
     keeps its journal mode until `prepare_for_writes` (a run refused after opening must
     leave every byte as it was); a new one starts in WAL mode. Every RDB storage opened here
     is closed at exit (`close_all`), which folds a SQLite file's WAL back into it."""
@@ -85,7 +88,47 @@ def open_storage(url: str, *, writable: bool = True) -> optuna.storages.BaseStor
     if scheme == "redis":
         backend = optuna.storages.journal.JournalRedisBackend(url)
         return optuna.storages.JournalStorage(backend)
-    return _open_rdb(_with_default_driver(url), writable=writable)
+    if scheme == "grpc":
+        return open_grpc(url)
+    return _open_rdb(_with_default_driver(url), writable=writable, pool_size=pool_size)
+
+
+def grpc_address(url: str) -> tuple[str, int]:
+    """(host, port) of a grpc://HOST:PORT URL; StorageError for anything else."""
+    rest = url.split("://", 1)[1].rstrip("/")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in rest:
+        raise StorageError(f"storage '{url}' is not grpc://HOST:PORT (the address of a "
+                           "storage proxy: autotune proxy --storage URL --port PORT)")
+    return host.strip("[]"), int(port)
+
+
+def check_grpc_installed() -> None:
+    """StorageError (exit 2) saying how to install gRPC when it is missing."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise StorageError("a gRPC storage proxy needs grpcio, which is not installed: "
+                           "pip install 'autotune[grpc]'") from None
+
+
+def open_grpc(url: str) -> optuna.storages.BaseStorage:
+    """A client of Optuna's gRPC storage proxy (`autotune proxy`), checked to answer: the
+    proxy holds the database connections, so any number of workers share its few. It is no
+    BaseHeartbeat: trials beat through a trial attribute instead (search._beats)."""
+    host, port = grpc_address(url)
+    check_grpc_installed()
+    with warnings.catch_warnings():  # "experimental" since Optuna 4.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=GRPC_READY_S)
+    except ConnectionError:
+        proxy.close()
+        raise StorageError(f"no storage proxy answers at {url} (waited {GRPC_READY_S:g} s); "
+                           "start one with: autotune proxy --storage URL --port "
+                           f"{port}") from None
+    return proxy
 
 
 def _with_default_driver(url: str) -> str:
@@ -152,7 +195,8 @@ def claim_counter(study: optuna.Study) -> ClaimCounter | None:
     return None if _speedup is None else _speedup.claim_counter(study)
 
 
-def _open_rdb(url: str, *, writable: bool = True) -> ResilientRDBStorage:
+def _open_rdb(url: str, *, writable: bool = True, pool_size: int | None = None
+              ) -> ResilientRDBStorage:
     # read first: a bad setting is refused before the database is touched
     heartbeat_interval, grace_period = heartbeat_s(), grace_s()
     kind = (_speedup.rdb_class() if _speedup is not None else None) or ResilientRDBStorage
@@ -166,6 +210,8 @@ def _open_rdb(url: str, *, writable: bool = True) -> ResilientRDBStorage:
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     else:
         _say_when_slow(url)
+        if pool_size is not None:  # at most this many connections, however many ask
+            engine_kwargs.update(pool_size=pool_size, max_overflow=0)
     give_up_at = time.monotonic() + reconnect_s()
     races = 0
     while True:

@@ -1,0 +1,330 @@
+"""`--launcher ray`: workers placed on a real Ray cluster of two nodes, started here on
+127.0.0.1 (`ray start --head`, then a second `ray start --address`) and stopped by the
+process groups the test started; studies on the real PostgreSQL server, or behind a real
+gRPC storage proxy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import REPO
+from tests.test_plugins import run, run_without
+from tests.test_proxy import proxy_on
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+# a user's own model whose forward takes a while, so that four workers share the trials
+SLOW_MODEL = '''
+import time
+
+from torch import nn
+
+
+class Slow(nn.Module):
+    def __init__(self, n_in, hidden, n_out):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_in, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_out))
+
+    def forward(self, x):
+        time.sleep(0.01)
+        return self.net(x)
+
+
+def build(params, info):
+    n_in = 1
+    for size in info.input_shape:
+        n_in *= size
+    return Slow(n_in, params["hidden"], info.n_outputs)
+'''
+
+USER_STUDY = '''
+name = "on-ray"
+dataset = "digits"
+model = "code/model.py:build"
+seed = 3
+[budget]
+n_trials = 12
+max_epochs = 2
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[fixed]
+batch_size = 64
+[space]
+hidden = { choices = [16, 32] }
+lr = { low = 1e-3, high = 1e-1, log = true }
+'''
+
+# a user's own training loop: slow epochs, a checkpoint after each, restored by a retry
+SLOW_TRAIN = '''
+import time
+
+import autotune
+
+
+def train(params, trial):
+    state = trial.restore() or {"epoch": 0, "total": 0.0}
+    for epoch in range(state["epoch"] + 1, trial.max_epochs + 1):
+        time.sleep(1.0)
+        state = {"epoch": epoch, "total": state["total"] + params["x"]}
+        trial.report(epoch, state["total"])
+        trial.checkpoint(state)
+    return state["total"]
+'''
+
+LOOP_STUDY = '''
+name = "loop-on-ray"
+train = "train.py:train"
+metric = "score"
+direction = "maximize"
+[budget]
+n_trials = 4
+max_epochs = 4
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[space]
+x = { low = 0.0, high = 1.0 }
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A two-node Ray cluster of one CPU per node on 127.0.0.1; its address."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # its sockets' paths must stay short
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+              "--object-store-memory", str(80 * 2**20), "--block"]
+    log = open(Path(temp) / "start.log", "w")  # noqa: SIM115 - closed at teardown
+    started = []
+    try:
+        started.append(subprocess.Popen(
+            [RAY, "start", "--head", "--port", str(port), "--include-dashboard=false",
+             "--temp-dir", temp, *common], env=env, stdout=log, stderr=log,
+            start_new_session=True))
+        _wait_for(lambda: _accepts(port), 60, "the head node")
+        started.append(subprocess.Popen(
+            [RAY, "start", "--address", f"127.0.0.1:{port}", *common], env=env, stdout=log,
+            stderr=log, start_new_session=True))
+        address = f"127.0.0.1:{port}"
+        _wait_for(lambda: _nodes(address, env) == 2, 90, "the second node")
+        yield address
+    finally:
+        for proc in reversed(started):  # each `ray start --block` leads its process group
+            _stop_group(proc)
+        log.close()
+        left = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True).stdout
+        assert not left.strip(), f"Ray processes left running: {left}"
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _nodes(address: str, env: dict[str, str]) -> int:
+    code = (f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
+            "print(sum(n['Alive'] for n in ray.nodes()))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60)
+    return int(done.stdout.strip() or 0)
+
+
+def _wait_for(ready, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not start within {timeout_s} s")
+        time.sleep(0.5)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+    try:  # the workers Ray started in the group, should any outlive their raylet
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _write(folder: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder / "study.toml"
+
+
+FAST_ENV = {"AUTOTUNE_HEARTBEAT_S": "1", "AUTOTUNE_GRACE_S": "3", "RAY_COLOR_PREFIX": "0"}
+
+
+def test_four_ray_workers_train_a_user_model_to_the_exact_total_on_both_nodes(
+        cluster, postgres_url, tmp_path):
+    study_file = _write(tmp_path / "project", {"study.toml": USER_STUDY,
+                                               "code/model.py": SLOW_MODEL})
+    elsewhere = tmp_path / "elsewhere"  # the folder reaches the workers, not this cwd
+    elsewhere.mkdir()
+    done = run("--study", str(study_file), "--storage", postgres_url, "--launcher", "ray",
+               "--ray-address", cluster, "--workers", "4", "--cpus-per-trial", "0.5",
+               cwd=elsewhere, env=FAST_ENV)
+    assert done.returncode == 0, done.stderr
+    assert f"joined the Ray cluster at {cluster}: 2 node(s)" in done.stderr
+    assert "placing 4 worker(s) on the Ray cluster (2 node(s)), each asking for 0.5 CPU, " \
+        "0 GPU" in done.stderr
+    study = optuna.load_study(study_name="on-ray", storage=postgres_url)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 12  # the exact study-wide total, no pruner
+    # four workers may each claim one surplus trial, failed unrun; nothing else
+    others = [t for t in study.trials if t.state.name != "COMPLETE"]
+    assert all(t.state.name == "FAIL" and t.user_attrs["fail_reason"].startswith("surplus")
+               for t in others), [(t.number, t.state.name, t.user_attrs) for t in others]
+    nodes = {t.user_attrs["node"] for t in complete}
+    assert len(nodes) == 2, nodes  # trials ran on both nodes
+    assert all(len(node) == 56 for node in nodes)  # Ray's node ids (hex)
+    assert "test accuracy of best configuration" in done.stdout
+
+
+def test_a_killed_ray_worker_s_trial_is_retried_from_its_checkpoint_behind_the_proxy(
+        cluster, postgres_url, tmp_path):
+    """The worker is SIGKILLed mid-trial; its trial beats through the gRPC proxy (which
+    carries no Optuna heartbeats), is found silent, failed and retried from its checkpoint."""
+    study_file = _write(tmp_path / "project", {"study.toml": LOOP_STUDY,
+                                               "train.py": SLOW_TRAIN})
+    with proxy_on(postgres_url) as grpc_url:
+        env = {**os.environ, "PYTHONPATH": str(REPO), **FAST_ENV}
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "autotune.run", "--study", str(study_file), "--storage",
+             grpc_url, "--launcher", "ray", "--ray-address", cluster, "--workers", "2",
+             "--cpus-per-trial", "0.5"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            victim = _running_trial_with_checkpoint(postgres_url, "loop-on-ray", driver)
+            os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+            out, err = driver.communicate(timeout=240)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+        assert driver.returncode == 0, err
+        assert "worker w" in err and "was killed by signal 9" in err
+        study = optuna.load_study(study_name="loop-on-ray", storage=postgres_url)
+    dead = study.trials[victim.number]
+    assert dead.state.name == "FAIL"
+    assert "stopped sending heartbeats" in dead.user_attrs["fail_reason"]
+    assert "its worker's clock" in dead.user_attrs["fail_reason"]
+    retry = next(t for t in study.trials
+                 if victim.number in t.system_attrs.get("retry_history", []))
+    assert retry.state.name == "COMPLETE"
+    assert retry.params == dead.params
+    resumed = retry.user_attrs["resumed_from"]
+    assert resumed["trial"] == victim.number and resumed["epoch"] >= 1
+    for epoch in range(1, resumed["epoch"] + 1):  # the dead trial's epochs carry on
+        assert retry.intermediate_values[epoch] == dead.intermediate_values[epoch]
+    assert retry.value == pytest.approx(4 * retry.params["x"])
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 4
+    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+
+
+def _running_trial_with_checkpoint(url: str, name: str, driver: subprocess.Popen[str]
+                                   ) -> optuna.trial.FrozenTrial:
+    """A running trial that reported (and checkpointed) an epoch: the one to kill."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, driver.communicate()
+        try:
+            trials = optuna.load_study(study_name=name, storage=url).trials
+        except KeyError:  # not created yet
+            trials = []
+        for trial in trials:
+            if trial.state.name == "RUNNING" and 2 in trial.intermediate_values:
+                return trial
+        time.sleep(0.2)
+    raise TimeoutError("no trial reached its second epoch")
+
+
+def test_ctrl_c_cancels_the_ray_workers_and_leaves_no_trial_running(cluster, postgres_url,
+                                                                    tmp_path):
+    study_file = _write(tmp_path / "project", {"study.toml": LOOP_STUDY.replace(
+        "loop-on-ray", "stopped-on-ray"), "train.py": SLOW_TRAIN})
+    env = {**os.environ, "PYTHONPATH": str(REPO), **FAST_ENV}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "autotune.run", "--study", str(study_file), "--storage",
+         postgres_url, "--launcher", "ray", "--ray-address", cluster, "--workers", "2",
+         "--cpus-per-trial", "0.5"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        _running_trial_with_checkpoint(postgres_url, "stopped-on-ray", driver)
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, err
+    assert "interrupted: finished trials are saved" in err
+    study = optuna.load_study(study_name="stopped-on-ray", storage=postgres_url)
+    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+    cut = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert cut and all(t.state.name == "FAIL" for t in cut)
+
+
+def test_ray_bad_input_is_refused_in_one_line_before_any_trial(cluster, tmp_path):
+    url = f"sqlite:///{tmp_path / 'kept.db'}"
+    store = optuna.storages.RDBStorage(url)
+    optuna.create_study(study_name="other", storage=store)
+    store.engine.dispose()
+    before = Path(tmp_path / "kept.db").read_bytes()
+    cases = [
+        (["--ray-address", f"127.0.0.1:{_free_port()}"], "error: no Ray cluster answers at "
+         "127.0.0.1:"),
+        (["--ray-address", cluster, "--gpus-per-trial", "0.5"], "error: no node of the Ray "
+         "cluster can run a worker asking for 1 CPU, 0.5 GPU: its 2 node(s) have 1 CPU, 0 GPU; "
+         "1 CPU, 0 GPU; lower cpus_per_trial or gpus_per_trial"),
+        (["--ray-address", cluster, "--cpus-per-trial", "2"], "error: no node of the Ray "
+         "cluster can run a worker asking for 2 CPU, 0 GPU"),
+    ]
+    for flags, message in cases:
+        done = run("--study", "digits", "--storage", url, "--launcher", "ray", *flags,
+                   cwd=tmp_path, timeout=120)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), lines
+        assert Path(tmp_path / "kept.db").read_bytes() == before
+    done = run("--study", "digits", "--storage", url, "--cpus-per-trial", "0.5", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: --cpus-per-trial place workers on a Ray cluster: "
+                                   "add --launcher ray, or leave them out")
+
+
+def test_launcher_ray_without_ray_installed_says_how_to_install_it(tmp_path):
+    done = run_without("ray", "--study", "digits", "--launcher", "ray", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: --launcher ray needs Ray, which is not installed: "
+                                   "pip install 'autotune[ray]'")
