@@ -1,26 +1,42 @@
-"""Parallel search throughput: the same study with 1, 2, 4 (8) workers on SQLite and PostgreSQL.
+"""Parallel search throughput: the same study with 1, 2, 4, 8 workers, by storage and launcher.
 
-Prints trials per minute, the ratio to 1 worker on the same storage, the share of worker wall
-time spent inside storage calls, and any "database is locked" errors or failed trials.
+Configurations (--configs):
+  sqlite-local   local worker processes on a SQLite file
+  pg-local       local worker processes on PostgreSQL
+  pg-ray         Ray tasks (--launcher ray) on a one-node Ray cluster started here, PostgreSQL
+  proxy-local    local worker processes behind `autotune proxy` (grpc://) on PostgreSQL
 
-    python scripts/bench_workers.py                      # 1, 2, 4 workers; sqlite + postgresql
-    python scripts/bench_workers.py --workers 1,8 --storages sqlite --n-trials 40
-    python scripts/bench_workers.py --study mnist --max-epochs 3 --n-trials 12 --workers 1,2
+Prints trials per minute, the ratio to 1 worker of the same configuration and to pg-local
+with as many workers, seconds from launch to the workers' first trial (mean over workers),
+the share of worker wall time inside storage calls (relational storages only), the most
+PostgreSQL connections seen at once (pg_stat_activity, sampled every 50 ms) and failed
+trials.
+
+    python scripts/bench_workers.py                                 # everything (~15 min)
+    python scripts/bench_workers.py --configs pg-local,pg-ray --workers 4 --n-trials 40
+    python scripts/bench_workers.py --configs proxy-local --workers 16 --max-epochs 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY = """
@@ -43,65 +59,205 @@ momentum = { low = 0.0, high = 0.9 }
 batch_size = { choices = [32, 64, 128] }
 width = { low = 32, high = 256, log = true }
 """
+CONFIGS = ("sqlite-local", "pg-local", "pg-ray", "proxy-local")
+PROXY_CONNECTIONS = 4
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", default="1,2,4", help="comma-separated (default: 1,2,4)")
-    parser.add_argument("--storages", default="sqlite,postgresql")
+    parser.add_argument("--workers", default="1,2,4,8", help="comma-separated (default: 1,2,4,8)")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated, of {', '.join(CONFIGS)} (default: all)")
     parser.add_argument("--n-trials", type=int, default=24)
     parser.add_argument("--study", help="a study name or file instead of the built-in digits "
                                         "study, e.g. mnist")
-    parser.add_argument("--max-epochs", type=int, help="override the study's max_epochs")
+    parser.add_argument("--max-epochs", type=int, default=2,
+                        help="the study's max_epochs (default: 2: tiny trials show overhead)")
     parser.add_argument("--pg-url", default=os.environ.get(
         "AUTOTUNE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args(argv)
     counts = [int(k) for k in args.workers.split(",")]
-    print(f"{'storage':<11} {'workers':>7} {'wall s':>7} {'trials/min':>10} {'vs 1':>6} "
-          f"{'storage %':>9} {'failed':>6} {'locked':>6}")
+    configs = args.configs.split(",")
+    unknown = set(configs) - set(CONFIGS)
+    if unknown:
+        parser.error(f"unknown --configs {', '.join(sorted(unknown))}; of {', '.join(CONFIGS)}")
+    print(f"{'config':<12} {'workers':>7} {'wall s':>7} {'trials/min':>10} {'vs 1':>6} "
+          f"{'vs pg-local':>11} {'1st trial s':>11} {'storage %':>9} {'db conns':>8} "
+          f"{'failed':>6}", flush=True)
+    local_rates: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         study_file = Path(tmp) / "bench.toml"
         study_file.write_text(STUDY)
         study = args.study or str(study_file)
-        extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
-        for kind in args.storages.split(","):
+        extra = ["--max-epochs", str(args.max_epochs)]
+        for config in configs:
             base_rate = None
-            for k in counts:
-                row = run_once(kind, k, args.n_trials, study, extra, Path(tmp), args.pg_url)
-                base_rate = base_rate or row["rate"]
-                print(f"{kind:<11} {k:>7} {row['wall_s']:>7.1f} {row['rate']:>10.1f} "
-                      f"{row['rate'] / base_rate:>5.2f}x {row['storage_pct']:>8.1f}% "
-                      f"{row['failed']:>6} {row['locked']:>6}", flush=True)
+            with backend(config, Path(tmp), args.pg_url) as (url, flags):
+                for k in counts:
+                    row = run_once(config, url, flags, k, args.n_trials, study, extra,
+                                   Path(tmp), args.pg_url)
+                    base_rate = base_rate or row["rate"]
+                    if config == "pg-local":
+                        local_rates[k] = row["rate"]
+                    vs_local = (f"{row['rate'] / local_rates[k]:>10.2f}x" if k in local_rates
+                                else f"{'-':>11}")
+                    storage = (f"{row['storage_pct']:>8.1f}%" if row["storage_pct"] is not None
+                               else f"{'-':>9}")
+                    conns = f"{row['conns']:>8}" if row["conns"] is not None else f"{'-':>8}"
+                    print(f"{config:<12} {k:>7} {row['wall_s']:>7.1f} {row['rate']:>10.1f} "
+                          f"{row['rate'] / base_rate:>5.2f}x {vs_local} "
+                          f"{row['first_s']:>11.2f} {storage} {conns} {row['failed']:>6}",
+                          flush=True)
     return 0
 
 
-def run_once(kind: str, n_workers: int, n_trials: int, study: str, extra: list[str],
-             tmp: Path, pg_url: str) -> dict[str, float]:
+@contextlib.contextmanager
+def backend(config: str, tmp: Path, pg_url: str) -> Iterator[tuple[str, list[str]]]:
+    """The storage URL and launcher flags of a configuration, with its proxy or Ray cluster
+    running meanwhile."""
+    if config == "sqlite-local":
+        yield "", []
+    elif config == "pg-local":
+        yield pg_url, []
+    elif config == "proxy-local":
+        with proxy(pg_url) as url:
+            yield url, []
+    else:
+        with ray_cluster(tmp) as address:
+            yield pg_url, ["--launcher", "ray", "--ray-address", address]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{proc.args} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"{proc.args} did not listen on {port} within 60 s")
+
+
+@contextlib.contextmanager
+def proxy(pg_url: str) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "autotune", "proxy", "--storage", pg_url,
+                             "--port", str(port), "--connections", str(PROXY_CONNECTIONS)],
+                            cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port, proc)
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def ray_cluster(tmp: Path) -> Iterator[str]:
+    """One Ray node with this machine's cores, stopped by its process group at the end."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="rb", dir="/tmp")
+    ray = str(Path(sys.executable).parent / "ray")
+    proc = subprocess.Popen(
+        [ray, "start", "--head", "--port", str(port), "--num-cpus",
+         str(len(os.sched_getaffinity(0))), "--node-ip-address", "127.0.0.1",
+         "--include-dashboard=false", "--temp-dir", temp, "--object-store-memory",
+         str(100 * 2**20), "--block"], env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_port(port, proc)
+        time.sleep(3)  # the raylet registers a moment after the GCS listens
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+class ConnectionCount:
+    """The most connections to the PostgreSQL database seen at once (pg_stat_activity)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = sqlalchemy.create_engine(url)
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ConnectionCount:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.engine.dispose()
+
+    def _sample(self) -> None:
+        query = sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
+                                "AND pid <> pg_backend_pid()")
+        with self.engine.connect() as conn:
+            while not self._stop.wait(0.05):
+                found = conn.execute(query, {"db": self.engine.url.database}).scalar()
+                self.most = max(self.most, int(found or 0))
+
+
+def run_once(config: str, url: str, flags: list[str], n_workers: int, n_trials: int,
+             study: str, extra: list[str], tmp: Path, pg_url: str) -> dict[str, object]:
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    url = f"sqlite:///{tmp / (name + '.db')}" if kind == "sqlite" else pg_url
+    url = url or f"sqlite:///{tmp / (name + '.db')}"
     timing = tmp / f"{name}.timing"
-    env = {**os.environ, "AUTOTUNE_STORAGE_TIMING": str(timing)}
+    env = {**os.environ, "AUTOTUNE_STORAGE_TIMING": str(timing), "RAY_COLOR_PREFIX": "0"}
+    if config == "pg-ray":
+        cpus = len(os.sched_getaffinity(0)) / n_workers
+        flags = [*flags, "--workers", str(n_workers), "--cpus-per-trial", f"{cpus:g}"]
+    else:
+        flags = [*flags, "--workers", str(n_workers)]
+    launched = dt.datetime.now()
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "autotune.run", "--study", study, "--study-name", name,
-         "--storage", url, "--n-trials", str(n_trials), "--workers", str(n_workers),
-         "--artifacts", str(tmp / "artifacts"), *extra],
-        cwd=REPO, capture_output=True, text=True, env=env)
+    counting = ConnectionCount(pg_url) if config != "sqlite-local" else None
+    with counting or contextlib.nullcontext():
+        result = subprocess.run(
+            [sys.executable, "-m", "autotune.run", "--study", study, "--study-name", name,
+             "--storage", url, "--n-trials", str(n_trials), "--artifacts",
+             str(tmp / "artifacts"), *flags, *extra],
+            cwd=REPO, capture_output=True, text=True, env=env)
     wall_s = time.perf_counter() - started
     if result.returncode != 0:
-        sys.exit(f"run failed ({kind}, {n_workers} workers):\n{result.stderr[-2000:]}")
-    # the parent's own storage calls count too; its wall time covers the workers' lifetime
-    rows = [json.loads(line) for line in timing.read_text().splitlines()]
-    workers = [r for r in rows if r["pid"] != rows[-1]["pid"]] or rows
-    storage_s = sum(r["storage_s"] for r in workers)
-    study = optuna.load_study(study_name=name, storage=url)
+        sys.exit(f"run failed ({config}, {n_workers} workers):\n{result.stderr[-2000:]}")
+    read_url = pg_url if config != "sqlite-local" else url
+    trials = optuna.load_study(study_name=name, storage=read_url).trials
     failed = sum(t.state.name == "FAIL" and not str(
-        t.user_attrs.get("fail_reason", "")).startswith("surplus") for t in study.trials)
-    if kind != "sqlite":
-        optuna.delete_study(study_name=name, storage=url)
-    return {"wall_s": wall_s, "rate": n_trials / wall_s * 60,
-            "storage_pct": 100 * storage_s / sum(r["wall_s"] for r in workers),
-            "failed": failed, "locked": result.stderr.count("database is locked")}
+        t.user_attrs.get("fail_reason", "")).startswith("surplus") for t in trials)
+    firsts: dict[object, dt.datetime] = {}  # each worker's first trial start
+    for trial in trials:
+        pid, start = trial.user_attrs.get("pid"), trial.datetime_start
+        if pid is not None and start is not None:
+            firsts[pid] = min(firsts.get(pid, start), start)
+    first_s = (sum((s - launched).total_seconds() for s in firsts.values()) / len(firsts)
+               if firsts else float("nan"))
+    storage_pct = None
+    if timing.exists():  # relational storages time their calls; the gRPC client does not
+        rows = [json.loads(line) for line in timing.read_text().splitlines()]
+        workers = [r for r in rows if r["pid"] != rows[-1]["pid"]] or rows
+        storage_pct = 100 * sum(r["storage_s"] for r in workers) / sum(
+            r["wall_s"] for r in workers)
+    if config != "sqlite-local":
+        optuna.delete_study(study_name=name, storage=pg_url)
+    return {"wall_s": wall_s, "rate": n_trials / wall_s * 60, "first_s": first_s,
+            "storage_pct": storage_pct, "conns": counting.most if counting else None,
+            "failed": failed}
 
 
 if __name__ == "__main__":

@@ -186,6 +186,31 @@ def test_a_killed_worker_s_trial_is_retried_and_restores_its_checkpoint(tmp_path
     assert "retries/text_summary" in events.Tags()["tensors"]
 
 
+def test_on_a_journal_a_killed_worker_s_silent_trial_is_retried_from_its_checkpoint(tmp_path):
+    """A journal keeps no Optuna heartbeats: the trial beats through its attribute, and the
+    other worker (or the launching run) fails it once the beat stops changing."""
+    study = (STUDY.replace("n_trials = 8", "n_trials = 2").split("[[start_from]]")[0]
+             + "[[start_from]]\nhidden = 16\nlr = 0.1\n")
+    study_file = write(tmp_path / "project", study=study)
+    url = f"journal:///{tmp_path / 'kill.log'}"
+    done = run("--study", str(study_file), "--storage", url, "--workers", "2",
+               cwd=tmp_path / "project", env={"KILL_AT": "2", "AUTOTUNE_HEARTBEAT_S": "1",
+                                              "AUTOTUNE_GRACE_S": "3"})
+    assert done.returncode == 0, done.stderr
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "kill.log")))
+    trials = optuna.load_study(study_name="loop", storage=storage).trials
+    dead = trials[0]
+    assert dead.state.name == "FAIL"
+    assert "stopped sending heartbeats" in dead.user_attrs["fail_reason"]
+    assert "autotune:beat" in dead.system_attrs
+    retry = next(t for t in trials if 0 in t.system_attrs.get("retry_history", []))
+    assert retry.params == dead.params
+    assert retry.user_attrs["resumed_from"] == {"trial": 0, "epoch": 2}
+    assert len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) == 2
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+
+
 @pytest.mark.parametrize("function, reason", [
     ("returns_text", "train() must return the trial's val_accuracy: the returned value must "
                      "be a number, got 'fine'"),

@@ -343,3 +343,15 @@ def test_an_unknown_loss_or_metric_is_refused_naming_the_allowed(raw, message):
     with pytest.raises(SpecError) as caught:
         parse_spec({"dataset": "digits", **raw}, path="s.toml")
     assert str(caught.value) == message
+
+
+def test_resources_per_trial_are_read_checked_and_not_part_of_the_definition(tmp_path):
+    spec = load_text(tmp_path, MINIMAL + "cpus_per_trial = 2\ngpus_per_trial = 0.25\n")
+    assert (spec.cpus_per_trial, spec.gpus_per_trial) == (2.0, 0.25)
+    plain = load_text(tmp_path, MINIMAL)
+    assert (plain.cpus_per_trial, plain.gpus_per_trial) == (1.0, 0.0)
+    assert spec.definition() == plain.definition()  # where it runs, not what it is
+    assert "cpus_per_trial: must be in (0, inf), got 0" in rejection(
+        tmp_path, MINIMAL + "cpus_per_trial = 0\n")
+    assert "gpus_per_trial: must be in [0, inf], got -1" in rejection(
+        tmp_path, MINIMAL + "gpus_per_trial = -1\n")
