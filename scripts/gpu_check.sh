@@ -38,4 +38,42 @@ echo "== GPU figures (mnist study, 3 epochs a trial)"
 figures 1 6 || status=1
 figures 4 12 || status=1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
+
+# Ray: K workers on one GPU, each asking for 1/K of it (--gpus-per-trial), on a one-node
+# cluster started here and stopped by its process group; GPU utilisation sampled meanwhile.
+ray_figures() {  # $1 workers
+  local port=$((20000 + RANDOM % 20000)) temp gpus cpus util_pid
+  temp=$(mktemp -d /tmp/rgXXXX)
+  gpus=$("$PY" -c "print(0 if '$DEVICE' == 'cpu' else 1 / $1)")
+  cpus=$("$PY" -c "import os; print(max(0.5, len(os.sched_getaffinity(0)) // $1))")
+  RAY_USAGE_STATS_ENABLED=0 setsid "$(dirname "$PY")/ray" start --head --port "$port" \
+    --node-ip-address 127.0.0.1 --include-dashboard=false --temp-dir "$temp" --num-gpus 1 \
+    --object-store-memory 200000000 --block >"$work/ray$1.log" 2>&1 &
+  local ray_pid=$!
+  sleep 8
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 >"$work/util$1" &
+    util_pid=$!
+  fi
+  local started=$SECONDS url="sqlite:///$work/ray$1.db"
+  timeout 150 "$PY" -m autotune.run --study mnist --launcher ray --ray-address "127.0.0.1:$port" \
+    --workers "$1" --gpus-per-trial "$gpus" --cpus-per-trial "$cpus" --n-trials $((2 * $1 + 4)) \
+    --max-epochs 2 --storage "$url" --artifacts "$work/ra$1" >"$work/rout$1" 2>"$work/rerr$1" \
+    || { echo "ray run with $1 worker(s) failed:"; tail -5 "$work/rerr$1"; status=1; }
+  local wall=$((SECONDS - started))
+  [ -n "${util_pid:-}" ] && kill "$util_pid"
+  kill -TERM -- -"$ray_pid" 2>/dev/null; sleep 3; kill -KILL -- -"$ray_pid" 2>/dev/null
+  "$PY" - "$url" "$1" "$wall" "$gpus" "$work/util$1" <<'PY'
+import os, sys, optuna
+url, workers, wall_s, gpus, util = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+done = [t for t in optuna.load_study(study_name="mnist", storage=url).trials
+        if t.state.name in ("COMPLETE", "PRUNED")]
+samples = [float(x) for x in open(util).read().split()] if os.path.exists(util) else []
+busy = f"{sum(samples) / len(samples):.0f}%" if samples else "n/a"
+print(f"ray workers={workers} gpus_per_trial={gpus}: {len(done)} trials in {wall_s:.0f} s -> "
+      f"{3600 * len(done) / max(wall_s, 1):.0f} trials/hour; mean GPU utilisation {busy}")
+PY
+}
+echo "== Ray on one GPU (mnist study, 2 epochs a trial)"
+for k in 1 2 4 8; do ray_figures "$k"; done
 exit $status

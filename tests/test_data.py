@@ -232,3 +232,14 @@ def test_splits_can_be_loaded_onto_the_gpu():
     splits = load("digits", device="cuda")
     assert all(t.is_cuda for t in (splits.x_train, splits.y_val, splits.x_test))
     assert splits.to("cpu").x_train.device.type == "cpu"
+
+
+def test_digits_are_read_from_scikit_learn_s_file_exactly_as_load_digits_gives_them():
+    from sklearn.datasets import load_digits
+
+    from autotune.training._data import digits_arrays
+
+    images, target = digits_arrays()
+    bunch = load_digits()
+    assert images.shape == (1797, 8, 8)
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
