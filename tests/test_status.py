@@ -97,3 +97,22 @@ def test_status_without_a_storage_refuses_and_creates_nothing(tmp_path):
     assert result.returncode == 2
     assert "autotune.db' does not exist" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_status_shows_a_journal_trial_s_beat_written_into_the_trial(tmp_path):
+    """A journal keeps no Optuna heartbeats: the beat the worker writes into the trial."""
+    import time
+
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "j.log"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    trial = optuna.create_study(study_name="journaled", storage=storage).ask()
+    trial.set_user_attr("host", "there")
+    trial.set_user_attr("pid", 4242)
+    storage.set_trial_system_attr(trial._trial_id, "autotune:beat", time.time() - 7)
+    result = run_module("autotune.status", "--storage", f"journal:///{path}")
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("journaled") and "4242"
+                in x)
+    assert line.split()[-2:] in (["7s", "ago"], ["8s", "ago"]), line

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import time
 from collections import Counter
 
 import optuna
 import sqlalchemy
 
 from autotune.errors import UsageError
+from autotune.search._beats import BEAT_ATTR
 from autotune.search._heartbeat import read_heartbeats
 from autotune.storage import _storage as storage
 from autotune.storage import _stored as stored
@@ -73,6 +75,9 @@ def status_lines(store: optuna.storages.BaseStorage, names: list[str]) -> list[s
     for name, t in running:
         started = t.datetime_start or now
         age_s = beat_ages.get(t._trial_id)
+        beat = t.system_attrs.get(BEAT_ATTR)  # where the storage keeps no heartbeats
+        if age_s is None and isinstance(beat, int | float):
+            age_s = max(0.0, time.time() - beat)  # the worker's clock against this one
         beat_text = f"{age_s:.0f}s ago" if age_s is not None else "none"
         attrs = t.user_attrs
         lines.append(f"{name:<24} {t.number:>5} {str(attrs.get('host', '?')):<16} "
