@@ -2,7 +2,8 @@
 
 Configurations (--configs):
   sqlite-local   local worker processes on a SQLite file
-  pg-local       local worker processes on PostgreSQL
+  pg-local       local worker processes on PostgreSQL (forks of the first, where allowed)
+  pg-spawn       the same, each a new interpreter (AUTOTUNE_FORK_WORKERS=0), as Ray's are
   pg-ray         Ray tasks (--launcher ray) on a one-node Ray cluster started here, PostgreSQL
   proxy-local    local worker processes behind `autotune proxy` (grpc://) on PostgreSQL
 
@@ -59,7 +60,7 @@ momentum = { low = 0.0, high = 0.9 }
 batch_size = { choices = [32, 64, 128] }
 width = { low = 32, high = 256, log = true }
 """
-CONFIGS = ("sqlite-local", "pg-local", "pg-ray", "proxy-local")
+CONFIGS = ("sqlite-local", "pg-local", "pg-spawn", "pg-ray", "proxy-local")
 PROXY_CONNECTIONS = 4
 
 
@@ -117,7 +118,7 @@ def backend(config: str, tmp: Path, pg_url: str) -> Iterator[tuple[str, list[str
     running meanwhile."""
     if config == "sqlite-local":
         yield "", []
-    elif config == "pg-local":
+    elif config in ("pg-local", "pg-spawn"):
         yield pg_url, []
     elif config == "proxy-local":
         with proxy(pg_url) as url:
@@ -179,7 +180,7 @@ def ray_cluster(tmp: Path) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=3)
         except subprocess.TimeoutExpired:
             pass
         with contextlib.suppress(ProcessLookupError):
@@ -219,6 +220,8 @@ def run_once(config: str, url: str, flags: list[str], n_workers: int, n_trials: 
     url = url or f"sqlite:///{tmp / (name + '.db')}"
     timing = tmp / f"{name}.timing"
     env = {**os.environ, "AUTOTUNE_STORAGE_TIMING": str(timing), "RAY_COLOR_PREFIX": "0"}
+    if config == "pg-spawn":
+        env["AUTOTUNE_FORK_WORKERS"] = "0"
     if config == "pg-ray":
         cpus = len(os.sched_getaffinity(0)) / n_workers
         flags = [*flags, "--workers", str(n_workers), "--cpus-per-trial", f"{cpus:g}"]

@@ -33,7 +33,7 @@ def test_an_unknown_command_is_refused_in_one_line_naming_the_commands(tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: unknown command 'stauts'; available: run, status, dashboard, report, export, "
-        "migrate (autotune --help)"]
+        "migrate, proxy (autotune --help)"]
 
 
 def test_a_command_runs_with_its_own_flags_and_exit_code(tmp_path):

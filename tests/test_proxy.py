@@ -56,8 +56,9 @@ def proxy_on(url: str, connections: int = 4) -> Iterator[str]:
 
 
 class ConnectionCount:
-    """The most connections to one PostgreSQL database seen at once (pg_stat_activity,
-    sampled every 50 ms), this sampler's own excluded."""
+    """The most connections autotune's processes held to one PostgreSQL database at once
+    (pg_stat_activity, by the application_name autotune gives its connections: "autotune",
+    or "autotune proxy"; sampled every 50 ms)."""
 
     def __init__(self, url: str) -> None:
         self.engine = sqlalchemy.create_engine(url)
@@ -77,7 +78,7 @@ class ConnectionCount:
 
     def _sample(self) -> None:
         query = sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
-                                "AND pid <> pg_backend_pid()")
+                                "AND application_name LIKE 'autotune%'")
         while not self._stop.wait(0.05):
             try:
                 with self.engine.connect() as conn:

@@ -164,8 +164,10 @@ def _wait_for(ready, timeout_s: float, what: str) -> None:
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     try:
+        # every process of the group: raylet, GCS, workers (Ray's GCS outlives a SIGTERM by
+        # over 20 s here; a throwaway cluster needs no graceful stop)
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)

@@ -66,6 +66,8 @@ def connect(address: str | None, working_dir: Path | None, env_vars: dict[str, s
 
     if address and address not in ("auto", "local"):
         _check_reachable(address)
+    if not sys.stderr.isatty():  # workers' lines forwarded here without colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     runtime_env: dict[str, Any] = {"env_vars": env_vars}
     if working_dir is not None:
         runtime_env.update(working_dir=str(working_dir), excludes=EXCLUDES)

@@ -212,6 +212,11 @@ def _open_rdb(url: str, *, writable: bool = True, pool_size: int | None = None
         _say_when_slow(url)
         if pool_size is not None:  # at most this many connections, however many ask
             engine_kwargs.update(pool_size=pool_size, max_overflow=0)
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "postgresql" and "application_name" not in parsed.query:
+            # who holds a connection, in pg_stat_activity: a worker, or the proxy
+            engine_kwargs["connect_args"] = {
+                "application_name": "autotune proxy" if pool_size is not None else "autotune"}
     give_up_at = time.monotonic() + reconnect_s()
     races = 0
     while True:
