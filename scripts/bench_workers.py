@@ -7,13 +7,14 @@ Configurations (--configs):
   pg-ray         Ray tasks (--launcher ray) on a one-node Ray cluster started here, PostgreSQL
   proxy-local    local worker processes behind `autotune proxy` (grpc://) on PostgreSQL
 
-Prints trials per minute, the ratio to 1 worker of the same configuration and to pg-local
-with as many workers, seconds from launch to the workers' first trial (mean over workers),
-the share of worker wall time inside storage calls (relational storages only), the most
-PostgreSQL connections seen at once (pg_stat_activity, sampled every 50 ms) and failed
-trials.
+Prints trials per minute over the whole run, the ratio to 1 worker of the same
+configuration and to pg-local with as many workers, seconds from launch to the workers'
+first trial (mean over workers), trials per minute once every worker has started (the
+steady rate, start-up left out), the share of worker wall time inside storage calls
+(relational storages only), the most PostgreSQL connections autotune's processes held at
+once (pg_stat_activity by application_name, sampled every 50 ms) and failed trials.
 
-    python scripts/bench_workers.py                                 # everything (~15 min)
+    python scripts/bench_workers.py                                 # everything (~20 min)
     python scripts/bench_workers.py --configs pg-local,pg-ray --workers 4 --n-trials 40
     python scripts/bench_workers.py --configs proxy-local --workers 16 --max-epochs 1
 """
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2,4,8", help="comma-separated (default: 1,2,4,8)")
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help=f"comma-separated, of {', '.join(CONFIGS)} (default: all)")
-    parser.add_argument("--n-trials", type=int, default=24)
+    parser.add_argument("--n-trials", type=int, default=120)
     parser.add_argument("--study", help="a study name or file instead of the built-in digits "
                                         "study, e.g. mnist")
     parser.add_argument("--max-epochs", type=int, default=2,
@@ -83,17 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown --configs {', '.join(sorted(unknown))}; of {', '.join(CONFIGS)}")
     print(f"{'config':<12} {'workers':>7} {'wall s':>7} {'trials/min':>10} {'vs 1':>6} "
-          f"{'vs pg-local':>11} {'1st trial s':>11} {'storage %':>9} {'db conns':>8} "
-          f"{'failed':>6}", flush=True)
+          f"{'vs pg-local':>11} {'1st trial s':>11} {'steady/min':>10} {'storage %':>9} "
+          f"{'db conns':>8} {'failed':>6}", flush=True)
     local_rates: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        study_file = Path(tmp) / "bench.toml"
+        (Path(tmp) / "study").mkdir()  # its folder alone is shipped to Ray workers
+        study_file = Path(tmp) / "study" / "bench.toml"
         study_file.write_text(STUDY)
         study = args.study or str(study_file)
         extra = ["--max-epochs", str(args.max_epochs)]
         for config in configs:
             base_rate = None
             with backend(config, Path(tmp), args.pg_url) as (url, flags):
+                if config == "pg-ray":
+                    address = flags[flags.index("--ray-address") + 1]
+                    probes = [f"{k} task(s) {placement_s(address, study_file.parent, k):.2f} s"
+                              for k in counts]
+                    print("ray placement, a new job's tasks from submission to running: "
+                          + ", ".join(probes), flush=True)
                 for k in counts:
                     row = run_once(config, url, flags, k, args.n_trials, study, extra,
                                    Path(tmp), args.pg_url)
@@ -105,10 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                     storage = (f"{row['storage_pct']:>8.1f}%" if row["storage_pct"] is not None
                                else f"{'-':>9}")
                     conns = f"{row['conns']:>8}" if row["conns"] is not None else f"{'-':>8}"
+                    steady = (f"{row['steady']:>10.1f}" if row["steady"] is not None
+                              else f"{'-':>10}")
                     print(f"{config:<12} {k:>7} {row['wall_s']:>7.1f} {row['rate']:>10.1f} "
                           f"{row['rate'] / base_rate:>5.2f}x {vs_local} "
-                          f"{row['first_s']:>11.2f} {storage} {conns} {row['failed']:>6}",
-                          flush=True)
+                          f"{row['first_s']:>11.2f} {steady} {storage} {conns} "
+                          f"{row['failed']:>6}", flush=True)
     return 0
 
 
@@ -126,6 +136,30 @@ def backend(config: str, tmp: Path, pg_url: str) -> Iterator[tuple[str, list[str
     else:
         with ray_cluster(tmp) as address:
             yield pg_url, ["--launcher", "ray", "--ray-address", address]
+
+
+PLACEMENT_PROBE = """
+import os, sys, time, ray
+address, folder, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ray.init(address=address, logging_level="ERROR", runtime_env={
+    "working_dir": folder, "env_vars": {"AUTOTUNE_PROBE": "1"}})
+@ray.remote(num_cpus=len(os.sched_getaffinity(0)) / k, max_retries=0)
+def started():
+    return time.time()
+submitted = time.time()
+print(sum(t - submitted for t in ray.get([started.remote() for _ in range(k)])) / k)
+"""
+
+
+def placement_s(address: str, folder: Path, k: int) -> float:
+    """Seconds from submitting k tasks of a new job (a runtime_env like autotune's) to
+    each one running, mean over the tasks: what Ray adds before a worker's own start."""
+    done = subprocess.run([sys.executable, "-c", PLACEMENT_PROBE, address, str(folder), str(k)],
+                          capture_output=True, text=True, env={**os.environ,
+                                                               "RAY_USAGE_STATS_ENABLED": "0"})
+    if done.returncode != 0:
+        sys.exit(f"placement probe failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def _free_port() -> int:
@@ -191,7 +225,8 @@ class ConnectionCount:
     """The most connections to the PostgreSQL database seen at once (pg_stat_activity)."""
 
     def __init__(self, url: str) -> None:
-        self.engine = sqlalchemy.create_engine(url)
+        # autocommit: PostgreSQL keeps one snapshot of pg_stat_activity per transaction
+        self.engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
         self.most = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -207,7 +242,7 @@ class ConnectionCount:
 
     def _sample(self) -> None:
         query = sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
-                                "AND pid <> pg_backend_pid()")
+                                "AND application_name LIKE 'autotune%'")
         with self.engine.connect() as conn:
             while not self._stop.wait(0.05):
                 found = conn.execute(query, {"db": self.engine.url.database}).scalar()
@@ -250,6 +285,13 @@ def run_once(config: str, url: str, flags: list[str], n_workers: int, n_trials: 
             firsts[pid] = min(firsts.get(pid, start), start)
     first_s = (sum((s - launched).total_seconds() for s in firsts.values()) / len(firsts)
                if firsts else float("nan"))
+    steady = None  # finished trials per minute once the last worker started its first trial
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    if firsts and ends:
+        all_in, last = max(firsts.values()), max(ends)
+        span = (last - all_in).total_seconds()
+        if span >= 2.0:
+            steady = sum(end > all_in for end in ends) / span * 60
     storage_pct = None
     if timing.exists():  # relational storages time their calls; the gRPC client does not
         rows = [json.loads(line) for line in timing.read_text().splitlines()]
@@ -259,6 +301,7 @@ def run_once(config: str, url: str, flags: list[str], n_workers: int, n_trials: 
     if config != "sqlite-local":
         optuna.delete_study(study_name=name, storage=pg_url)
     return {"wall_s": wall_s, "rate": n_trials / wall_s * 60, "first_s": first_s,
+            "steady": steady,
             "storage_pct": storage_pct, "conns": counting.most if counting else None,
             "failed": failed}
 

@@ -61,7 +61,8 @@ class ConnectionCount:
     or "autotune proxy"; sampled every 50 ms)."""
 
     def __init__(self, url: str) -> None:
-        self.engine = sqlalchemy.create_engine(url)
+        # autocommit: PostgreSQL keeps one snapshot of pg_stat_activity per transaction
+        self.engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
         self.database = self.engine.url.database
         self.most = 0
         self._stop = threading.Event()
