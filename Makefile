@@ -24,5 +24,5 @@ bench: bootstrap  ## CPU benchmarks against Optuna's PyTorch example (~30 min; i
 	$(PY) scripts/bench_study.py
 	$(PY) scripts/bench_routes.py
 
-bench-workers: bootstrap  ## 1/2/4/8 workers on SQLite and PostgreSQL (~10 min)
+bench-workers: bootstrap  ## 1/2/4/8 workers: SQLite, PostgreSQL, Ray, gRPC proxy (~20 min)
 	$(PY) scripts/bench_workers.py
