@@ -50,6 +50,7 @@ ray_figures() {  # $1 workers
     --node-ip-address 127.0.0.1 --include-dashboard=false --temp-dir "$temp" --num-gpus 1 \
     --object-store-memory 200000000 --block >"$work/ray$1.log" 2>&1 &
   local ray_pid=$!
+  disown "$ray_pid"  # stopped by its process group below, without a shell notice
   sleep 8
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 >"$work/util$1" &
