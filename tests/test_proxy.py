@@ -20,7 +20,7 @@ from tests.conftest import REPO
 from tests.test_plugins import run, run_without
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -35,7 +35,7 @@ def _proxy(*args: str) -> subprocess.Popen[str]:
 @contextlib.contextmanager
 def proxy_on(url: str, connections: int = 4) -> Iterator[str]:
     """`autotune proxy` serving `url`; yields its grpc:// URL, stops it with Ctrl-C."""
-    port = _free_port()
+    port = free_port()
     proc = _proxy("--storage", url, "--port", str(port), "--connections", str(connections))
     try:
         deadline = time.monotonic() + 60
@@ -109,7 +109,7 @@ def test_eight_workers_behind_the_proxy_reach_the_exact_total_on_its_few_connect
 
 
 def test_grpc_storage_with_no_proxy_listening_is_refused_in_one_line(tmp_path):
-    port = _free_port()
+    port = free_port()
     done = run("--study", "digits", "--storage", f"grpc://127.0.0.1:{port}", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == (

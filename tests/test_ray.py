@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.test_plugins import run, run_without
-from tests.test_proxy import proxy_on
+from tests.test_proxy import free_port, proxy_on
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -102,16 +102,10 @@ x = { low = 0.0, high = 1.0 }
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """A two-node Ray cluster of one CPU per node on 127.0.0.1; its address."""
-    port = _free_port()
+    port = free_port()
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # its sockets' paths must stay short
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1",
@@ -222,12 +216,7 @@ def test_a_killed_ray_worker_s_trial_is_retried_from_its_checkpoint_behind_the_p
     study_file = _write(tmp_path / "project", {"study.toml": LOOP_STUDY,
                                                "train.py": SLOW_TRAIN})
     with proxy_on(postgres_url) as grpc_url:
-        env = {**os.environ, "PYTHONPATH": str(REPO), **FAST_ENV}
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "autotune.run", "--study", str(study_file), "--storage",
-             grpc_url, "--launcher", "ray", "--ray-address", cluster, "--workers", "2",
-             "--cpus-per-trial", "0.5"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
+        driver = _start_on_two_workers(study_file, grpc_url, cluster, tmp_path)
         try:
             victim = _running_trial_with_checkpoint(postgres_url, "loop-on-ray", driver)
             os.kill(victim.user_attrs["pid"], signal.SIGKILL)
@@ -255,6 +244,17 @@ def test_a_killed_ray_worker_s_trial_is_retried_from_its_checkpoint_behind_the_p
     assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
 
 
+def _start_on_two_workers(study_file: Path, storage: str, cluster: str, cwd: Path
+                          ) -> subprocess.Popen[str]:
+    """`autotune run` placing 2 workers of half a CPU on the cluster, left running."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "autotune.run", "--study", str(study_file), "--storage",
+         storage, "--launcher", "ray", "--ray-address", cluster, "--workers", "2",
+         "--cpus-per-trial", "0.5"], cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                   **FAST_ENV},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _running_trial_with_checkpoint(url: str, name: str, driver: subprocess.Popen[str]
                                    ) -> optuna.trial.FrozenTrial:
     """A running trial that reported (and checkpointed) an epoch: the one to kill."""
@@ -276,12 +276,7 @@ def test_ctrl_c_cancels_the_ray_workers_and_leaves_no_trial_running(cluster, pos
                                                                     tmp_path):
     study_file = _write(tmp_path / "project", {"study.toml": LOOP_STUDY.replace(
         "loop-on-ray", "stopped-on-ray"), "train.py": SLOW_TRAIN})
-    env = {**os.environ, "PYTHONPATH": str(REPO), **FAST_ENV}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "autotune.run", "--study", str(study_file), "--storage",
-         postgres_url, "--launcher", "ray", "--ray-address", cluster, "--workers", "2",
-         "--cpus-per-trial", "0.5"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    driver = _start_on_two_workers(study_file, postgres_url, cluster, tmp_path)
     try:
         _running_trial_with_checkpoint(postgres_url, "stopped-on-ray", driver)
         driver.send_signal(signal.SIGINT)
@@ -304,7 +299,7 @@ def test_ray_bad_input_is_refused_in_one_line_before_any_trial(cluster, tmp_path
     store.engine.dispose()
     before = Path(tmp_path / "kept.db").read_bytes()
     cases = [
-        (["--ray-address", f"127.0.0.1:{_free_port()}"], "error: no Ray cluster answers at "
+        (["--ray-address", f"127.0.0.1:{free_port()}"], "error: no Ray cluster answers at "
          "127.0.0.1:"),
         (["--ray-address", cluster, "--gpus-per-trial", "0.5"], "error: no node of the Ray "
          "cluster can run a worker asking for 1 CPU, 0.5 GPU: its 2 node(s) have 1 CPU, 0 GPU; "
