@@ -70,10 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "the study, else $AUTOTUNE_ARTIFACTS, else beside a SQLite or "
                              "journal file, else ./autotune-artifacts)")
     parser.add_argument("--workers", type=cli.positive_int, default=1, metavar="K",
-                        help="worker processes on this machine sharing the study; CPU threads "
-                             "are divided among them and GPUs shared round-robin; other "
-                             "machines join by running the same command with the same "
-                             "--storage (default: %(default)s)")
+                        help="workers sharing the study: processes on this machine (CPU "
+                             "threads divided among them, GPUs shared round-robin), or tasks "
+                             "on a Ray cluster with --launcher ray; other machines also join "
+                             "by running the same command with the same --storage "
+                             "(default: %(default)s)")
     parser.add_argument("--launcher", choices=("local", "ray"), default="local",
                         help="where the --workers run: local processes, or tasks on a Ray "
                              "cluster (needs pip install 'autotune[ray]'; the study file's "
