@@ -57,6 +57,7 @@ from autotune.spec._spec import (
     check_algorithms,
     check_study_name,
     load_spec,
+    names_a_file,
 )
 from autotune.storage import _storage as storage
 from autotune.tracking._tracker import tracked
@@ -464,9 +465,7 @@ def join_ray_cluster(args: Options, spec: StudySpec) -> None:
 
 def study_folder(args: Options) -> Path | None:
     """The folder of a study file given by path (shipped to Ray workers), else None."""
-    given = Path(args.study)
-    return given.resolve().parent if args.study.endswith(".toml") or os.sep in args.study \
-        else None
+    return Path(args.study).resolve().parent if names_a_file(args.study) else None
 
 
 def portable(args: Options) -> Options:

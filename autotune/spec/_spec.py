@@ -174,7 +174,7 @@ def find_study_file(study: str) -> Path:
                         f"({', '.join(shipped_names()) or 'none'}) or a .toml file's path")
     if as_path.is_dir():
         raise SpecError(f"study '{study}' is a directory; give a .toml study file inside it")
-    if study.endswith(".toml") or os.sep in study:
+    if names_a_file(study):
         if not as_path.is_file():
             raise SpecError(f"study file '{study}' does not exist")
         return as_path
@@ -184,6 +184,11 @@ def find_study_file(study: str) -> Path:
             return candidate
     raise SpecError(f"unknown study '{study}'; available: {', '.join(shipped_names()) or 'none'}"
                     " (or pass a path to a .toml study file)")
+
+
+def names_a_file(study: str) -> bool:
+    """Whether --study gives a study file's path (else a study's name in the study folders)."""
+    return study.endswith(".toml") or os.sep in study
 
 
 def study_dirs() -> list[Path]:
