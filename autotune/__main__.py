@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         return cli.fail(f"error: unknown command '{command}'; available: "
                         f"{', '.join(COMMANDS)} (autotune --help)", 2)
+    cli.ENTRY = "autotune"
     module = importlib.import_module(COMMANDS[command][0])
     code: int = module.main(rest)
     if command == "run":  # as `python -m autotune.run`: skip the interpreter's slow teardown

@@ -51,3 +51,14 @@ def test_python_dash_m_autotune_is_the_same_entry(tmp_path):
     result = subprocess.run([sys.executable, "-m", "autotune", "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "commands:" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_command_s_usage_names_it_as_the_user_typed_it(tmp_path, command):
+    via_console = autotune(command, "--help", cwd=tmp_path)
+    assert via_console.returncode == 0, via_console.stderr
+    assert via_console.stdout.startswith(f"usage: autotune {command} ")
+    via_module = subprocess.run([sys.executable, "-m", f"autotune.{command}", "--help"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert via_module.returncode == 0, via_module.stderr
+    assert via_module.stdout.startswith(f"usage: python -m autotune.{command} ")

@@ -36,6 +36,14 @@ positive_float = _number(float, lambda v: 0 < v < math.inf, "a number > 0")
 non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "a number >= 0")
 port = _number(int, lambda v: 1 <= v <= 65535, "an integer in [1, 65535]")
 
+# how the user reached the command: `autotune` (its __main__ sets this) or `python -m`
+ENTRY = "python -m"
+
+
+def prog(command: str) -> str:
+    """The command's name in its usage line, as the user typed it."""
+    return f"autotune {command}" if ENTRY == "autotune" else f"python -m autotune.{command}"
+
 
 def add_stored_study_arguments(parser: argparse.ArgumentParser) -> None:
     """--study NAME (required) and --storage URL, for the commands that read a stored study."""

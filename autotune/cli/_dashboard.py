@@ -64,7 +64,7 @@ class ArtifactDirs:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m autotune.dashboard",
+        prog=cli.prog("dashboard"),
         description="Serve optuna-dashboard on autotune's storage: every study with its trials, "
                     "plots, user attributes (seed, epochs, seconds, prune/fail reasons), notes "
                     "and per-trial artifacts (learning_curve.json; weights.safetensors of the "

@@ -31,7 +31,7 @@ NAME_SUFFIX = "-best"  # the exported study's name: a new study, never a resume 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m autotune.export",
+        prog=cli.prog("export"),
         description="Write the best trial of a stored study as a study file: the study's own "
                     "settings (data, model, seeds, epochs, sampler) with every searched "
                     "parameter moved to [fixed] at its best value and no [space], so "

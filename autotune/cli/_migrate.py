@@ -8,6 +8,7 @@ import sys
 import optuna
 import sqlalchemy
 
+from autotune.cli import _common as cli
 from autotune.errors import UsageError
 from autotune.storage import _storage as storage
 from autotune.storage import _stored as stored
@@ -15,7 +16,7 @@ from autotune.storage import _stored as stored
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m autotune.migrate",
+        prog=cli.prog("migrate"),
         description="Copy studies (trials, parameters, user attributes, intermediate values, "
                     "the stored definition) from one storage to another, e.g. from a laptop's "
                     "SQLite file to a PostgreSQL server. The source is not modified.",

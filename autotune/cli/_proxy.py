@@ -28,7 +28,7 @@ DEFAULT_CONNECTIONS = 10  # Optuna's own default: a server thread pool of 10
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="autotune proxy",
+        prog=cli.prog("proxy"),
         description="Serve a study storage to many workers through Optuna's gRPC storage "
                     "proxy: start it once, then run workers with --storage grpc://HOST:PORT. "
                     "It holds at most --connections database connections. It has no "

@@ -62,7 +62,7 @@ PLOTS = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m autotune.report",
+        prog=cli.prog("report"),
         description="Report on a stored study: a summary and the top trials on stdout, and in "
                     "--out DIR either report.html (plots that render offline, plus the top "
                     "trials table) with one PNG per plot, or report.json (best params and every "

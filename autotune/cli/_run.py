@@ -27,7 +27,7 @@ __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_p
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m autotune.run",
+        prog=cli.prog("run"),
         description="Run or resume a hyperparameter search declared in a study file. Running "
                     "the same command again continues the same study. Settings come from, in "
                     "order: these flags, environment variables, the study file, defaults.",

@@ -11,6 +11,7 @@ from collections import Counter
 import optuna
 import sqlalchemy
 
+from autotune.cli import _common as cli
 from autotune.errors import UsageError
 from autotune.search._beats import BEAT_ATTR
 from autotune.search._heartbeat import read_heartbeats
@@ -20,7 +21,7 @@ from autotune.storage import _stored as stored
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m autotune.status",
+        prog=cli.prog("status"),
         description="List the studies in a storage with their best value and trial counts, "
                     "and every running trial with its host, pid, device and last heartbeat.")
     parser.add_argument("--storage", metavar="URL",
