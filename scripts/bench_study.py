@@ -240,7 +240,7 @@ def report(runs: list[Run], tools: list[str], seeds: list[int], target: float) -
             print(f"{seed:>4} {tool:<11} {r.wall_s:>7.1f} {r.search_s:>8.1f} "
                   f"{len(r.finished):>6} {r.epochs:>6} {r.best_value:>7.4f} "
                   f"{r.best_epoch_accuracy:>7.4f} {fmt_s(reach):>8}")
-    if len(tools) < 2:
+    if "example" not in tools:  # --skip-example: nothing to compare with
         return
 
     def median(tool: str, metric: str) -> float:
