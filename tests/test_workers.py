@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -205,6 +206,27 @@ def test_forked_workers_train_cnns_on_the_compiled_loops(sqlite_url, tmp_path):
         assert "starting 2 workers (forks of this process)" in err
     assert "CNN blocks on PyTorch ops" not in err  # the compiled loops ran
     assert "study cnn: 4 finished trials" in out
+
+
+def test_each_forked_worker_reports_its_own_storage_time(sqlite_url, tmp_path):
+    """$AUTOTUNE_STORAGE_TIMING (bench_workers' storage share): a forked worker leaves
+    without exit handlers, yet writes its own row, counted from its fork, not its parent's."""
+    if workers.n_cores() >= 4:
+        pytest.skip("workers of one thread each are forked only on fewer than 4 cores")
+    spec = write_study(tmp_path, SHARED_STUDY, name="timed")
+    timing = tmp_path / "timing.jsonl"
+    proc = start_run("--study", str(spec), "--storage", sqlite_url, "--workers", "2",
+                     env={"AUTOTUNE_STORAGE_TIMING": str(timing)})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "starting 2 workers (forks of this process)" in err
+    rows = [json.loads(line) for line in timing.read_text().splitlines()]
+    *children, parent = rows
+    assert parent["pid"] == proc.pid and len(children) == 2
+    study = optuna.load_study(study_name="timed", storage=sqlite_url)
+    assert {row["pid"] for row in children} == {t.user_attrs["pid"] for t in study.trials}
+    for row in children:
+        assert 0 < row["storage_s"] < row["wall_s"] < parent["wall_s"]
 
 
 def test_workers_started_as_new_processes_finish_with_exactly_the_total(sqlite_url, tmp_path):

@@ -49,16 +49,27 @@ storage_seconds = [0.0]  # wall seconds this process spent inside storage calls,
 TIMING_ENV = "AUTOTUNE_STORAGE_TIMING"  # file to which each process appends its totals
 
 
-def _report_timing() -> None:
+def report_timing() -> None:
+    """Append this process's totals to $AUTOTUNE_STORAGE_TIMING (a benchmark's), once: at
+    exit, or when its storages close (a forked worker leaves without exit handlers)."""
     path = os.environ.get(TIMING_ENV)
-    if path:
+    if path and os.getpid() not in _reported:
+        _reported.add(os.getpid())
         with open(path, "a") as out:
             out.write(json.dumps({"pid": os.getpid(), "storage_s": storage_seconds[0],
-                                  "wall_s": time.monotonic() - _STARTED}) + "\n")
+                                  "wall_s": time.monotonic() - _started[0]}) + "\n")
 
 
-_STARTED = time.monotonic()
-atexit.register(_report_timing)
+def _count_from_zero() -> None:
+    """In a forked child: its own totals, not its parent's so far."""
+    storage_seconds[0] = 0.0
+    _started[0] = time.monotonic()
+
+
+_started = [time.monotonic()]
+_reported: set[int] = set()
+atexit.register(report_timing)
+os.register_at_fork(after_in_child=_count_from_zero)
 
 
 def reconnect_s() -> float:

@@ -21,7 +21,12 @@ from sqlalchemy.engine import URL, make_url
 from autotune import _env as env
 from autotune.errors import StorageError
 from autotune.search._retry import MAX_RETRY, RetryTrial
-from autotune.storage._resilient import ResilientRDBStorage, is_connection_error, reconnect_s
+from autotune.storage._resilient import (
+    ResilientRDBStorage,
+    is_connection_error,
+    reconnect_s,
+    report_timing,
+)
 
 DEFAULT_URL = "sqlite:///autotune.db"  # relative to the working directory
 ENV_VAR = "AUTOTUNE_STORAGE"
@@ -358,6 +363,7 @@ def close_all() -> None:
             pass
         if sqlite_file:
             _checkpoint(Path(sqlite_file))
+    report_timing()  # a forked worker's totals; it exits without exit handlers
 
 
 def _checkpoint(path: Path) -> None:
