@@ -320,7 +320,9 @@ def run_autotune(tmp: Path, seed: int, args: argparse.Namespace, study: Path = S
                f"sqlite:///{db}", "--artifacts", str(tmp / f"{name}-{seed}.artifacts"),
                "--n-trials", str(n_trials or args.n_trials), "--max-epochs", str(args.epochs),
                "--timeout", str(args.timeout), "--seed", str(seed), "--device", "cpu", *extra]
-    wall_s = timed(command, cwd=REPO)
+    # run from the temporary folder: what a run writes beside itself (MLflow's ./mlruns
+    # artifact root for a SQLite tracking store) stays out of the checkout
+    wall_s = timed(command, cwd=tmp)
     import optuna
 
     url = f"sqlite:///{db}"
@@ -341,7 +343,9 @@ def run_example(tmp: Path, seed: int, args: argparse.Namespace) -> Run:
     command = [sys.executable, str(EXAMPLE), "--seed", str(seed), "--n-trials",
                str(args.n_trials), "--epochs", str(args.epochs), "--timeout", str(args.timeout),
                "--root", str(example_root(tmp)), "--json", str(out)]
-    wall_s = timed(command, cwd=REPO)
+    # run from the temporary folder: what a run writes beside itself (MLflow's ./mlruns
+    # artifact root for a SQLite tracking store) stays out of the checkout
+    wall_s = timed(command, cwd=tmp)
     return Run("example", seed, wall_s, json.loads(out.read_text()))
 
 
