@@ -6,6 +6,7 @@ gRPC storage proxy."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -207,6 +208,9 @@ def test_four_ray_workers_train_a_user_model_to_the_exact_total_on_both_nodes(
     assert len(nodes) == 2, nodes  # trials ran on both nodes
     assert all(len(node) == 56 for node in nodes)  # Ray's node ids (hex)
     assert "test accuracy of best configuration" in done.stdout
+    for trial in complete:  # every trial's own line, none folded by Ray's log dedup
+        assert re.search(rf"w\d trial +{trial.number} COMPLETE ", done.stderr), trial.number
+    assert "across cluster" not in done.stderr and "\x1b[" not in done.stderr
 
 
 def test_a_killed_ray_worker_s_trial_is_retried_from_its_checkpoint_behind_the_proxy(

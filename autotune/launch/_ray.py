@@ -43,8 +43,19 @@ class Resources:
         return f"{self.cpus:g} CPU, {self.gpus:g} GPU"
 
 
+def _driver_settings() -> None:
+    """Ray's own switches for how the workers' lines reach this driver, set before Ray is
+    imported (it reads them once, then): every trial's line is shown, not folded by Ray's
+    dedup into "[repeated Nx across cluster]" (trial lines differ only in their numbers);
+    no colour codes where stderr is not a terminal. A value the user set is kept."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def check_installed() -> None:
     """UsageError (exit 2) saying how to install Ray when it is missing."""
+    _driver_settings()
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -62,12 +73,11 @@ def connect(address: str | None, working_dir: Path | None, env_vars: dict[str, s
     """Join the cluster (checked to answer first, so a wrong address fails in seconds, not
     minutes); the job ships `working_dir` and `env_vars` to every worker. Returns the number
     of live nodes. UsageError for an unreachable address."""
+    _driver_settings()
     import ray
 
     if address and address not in ("auto", "local"):
         _check_reachable(address)
-    if not sys.stderr.isatty():  # workers' lines forwarded here without colour codes
-        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     runtime_env: dict[str, Any] = {"env_vars": env_vars}
     if working_dir is not None:
         runtime_env.update(working_dir=str(working_dir), excludes=EXCLUDES)
