@@ -53,21 +53,22 @@ def report_timing() -> None:
     """Append this process's totals to $AUTOTUNE_STORAGE_TIMING (a benchmark's), once: at
     exit, or when its storages close (a forked worker leaves without exit handlers)."""
     path = os.environ.get(TIMING_ENV)
-    if path and os.getpid() not in _reported:
-        _reported.add(os.getpid())
+    if path and not _reported[0]:
+        _reported[0] = True
         with open(path, "a") as out:
             out.write(json.dumps({"pid": os.getpid(), "storage_s": storage_seconds[0],
                                   "wall_s": time.monotonic() - _started[0]}) + "\n")
 
 
 def _count_from_zero() -> None:
-    """In a forked child: its own totals, not its parent's so far."""
+    """In a forked child: its own totals, not its parent's so far, reported once."""
     storage_seconds[0] = 0.0
     _started[0] = time.monotonic()
+    _reported[0] = False
 
 
 _started = [time.monotonic()]
-_reported: set[int] = set()
+_reported = [False]  # this process's row written
 atexit.register(report_timing)
 os.register_at_fork(after_in_child=_count_from_zero)
 
