@@ -224,7 +224,11 @@ def test_each_forked_worker_reports_its_own_storage_time(sqlite_url, tmp_path):
     *children, parent = rows
     assert parent["pid"] == proc.pid and len(children) == 2
     study = optuna.load_study(study_name="timed", storage=sqlite_url)
-    assert {row["pid"] for row in children} == {t.user_attrs["pid"] for t in study.trials}
+    # a surplus trial (two workers claimed the last place at once) fails before it runs,
+    # with no pid; every trial that ran names its worker
+    ran = [t for t in study.trials
+           if not t.user_attrs.get("fail_reason", "").startswith("surplus")]
+    assert {row["pid"] for row in children} == {t.user_attrs["pid"] for t in ran}
     for row in children:
         assert 0 < row["storage_s"] < row["wall_s"] < parent["wall_s"]
 
