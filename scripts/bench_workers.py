@@ -17,6 +17,8 @@ once (pg_stat_activity by application_name, sampled every 50 ms) and failed tria
     python scripts/bench_workers.py                                 # everything (~20 min)
     python scripts/bench_workers.py --configs pg-local,pg-ray --workers 4 --n-trials 40
     python scripts/bench_workers.py --configs proxy-local --workers 16 --max-epochs 1
+    python scripts/bench_workers.py --configs pg-local,pg-ray --workers 4 --n-trials 3000 \
+        --fixed --rounds 5        # the launchers on equal work, medians of alternated rounds
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +39,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy
@@ -63,6 +67,25 @@ width = { low = 32, high = 256, log = true }
 """
 CONFIGS = ("sqlite-local", "pg-local", "pg-spawn", "pg-ray", "proxy-local")
 PROXY_CONNECTIONS = 4
+# --fixed: every trial the same work (no parameter searched, none pruned), so trials/min
+# compares the launchers alone, not which widths and batch sizes the sampler happened to try
+FIXED_STUDY = """
+dataset = "digits"
+model = "mlp"
+seed = 0
+[budget]
+max_epochs = 10
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[fixed]
+lr = 0.0015
+optimizer = "adam"
+momentum = 0.5
+batch_size = 64
+width = 64
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-trials", type=int, default=120)
     parser.add_argument("--study", help="a study name or file instead of the built-in digits "
                                         "study, e.g. mnist")
+    parser.add_argument("--fixed", action="store_true",
+                        help="every trial the same configuration, none pruned: the launchers "
+                             "compared on equal work, without the sampler's choices")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the configurations this many times, alternated, and end "
+                             "with each one's medians (default: 1)")
     parser.add_argument("--max-epochs", type=int, default=2,
                         help="the study's max_epochs (default: 2: tiny trials show overhead)")
     parser.add_argument("--pg-url", default=os.environ.get(
@@ -83,43 +112,70 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(configs) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown --configs {', '.join(sorted(unknown))}; of {', '.join(CONFIGS)}")
+    if args.fixed and args.study:
+        parser.error("--fixed runs its own study; leave out --study")
     print(f"{'config':<12} {'workers':>7} {'wall s':>7} {'trials/min':>10} {'vs 1':>6} "
           f"{'vs pg-local':>11} {'1st trial s':>11} {'steady/min':>10} {'storage %':>9} "
           f"{'db conns':>8} {'failed':>6}", flush=True)
-    local_rates: dict[int, float] = {}
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "study").mkdir()  # its folder alone is shipped to Ray workers
         study_file = Path(tmp) / "study" / "bench.toml"
-        study_file.write_text(STUDY)
+        study_file.write_text(FIXED_STUDY if args.fixed else STUDY)
         study = args.study or str(study_file)
         extra = ["--max-epochs", str(args.max_epochs)]
-        for config in configs:
-            base_rate = None
-            with backend(config, Path(tmp), args.pg_url) as (url, flags):
-                if config == "pg-ray":
-                    address = flags[flags.index("--ray-address") + 1]
-                    probes = [f"{k} task(s) {placement_s(address, study_file.parent, k):.2f} s"
-                              for k in counts]
-                    print("ray placement, a new job's tasks from submission to running: "
-                          + ", ".join(probes), flush=True)
-                for k in counts:
-                    row = run_once(config, url, flags, k, args.n_trials, study, extra,
-                                   Path(tmp), args.pg_url)
-                    base_rate = base_rate or row["rate"]
-                    if config == "pg-local":
-                        local_rates[k] = row["rate"]
-                    vs_local = (f"{row['rate'] / local_rates[k]:>10.2f}x" if k in local_rates
-                                else f"{'-':>11}")
-                    storage = (f"{row['storage_pct']:>8.1f}%" if row["storage_pct"] is not None
-                               else f"{'-':>9}")
-                    conns = f"{row['conns']:>8}" if row["conns"] is not None else f"{'-':>8}"
-                    steady = (f"{row['steady']:>10.1f}" if row["steady"] is not None
-                              else f"{'-':>10}")
-                    print(f"{config:<12} {k:>7} {row['wall_s']:>7.1f} {row['rate']:>10.1f} "
-                          f"{row['rate'] / base_rate:>5.2f}x {vs_local} "
-                          f"{row['first_s']:>11.2f} {steady} {storage} {conns} "
-                          f"{row['failed']:>6}", flush=True)
+        for round_ in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {round_ + 1} of {args.rounds}", flush=True)
+            local_rates: dict[int, float] = {}
+            for config in configs:
+                base_rate = None
+                with backend(config, Path(tmp), args.pg_url) as (url, flags):
+                    if config == "pg-ray" and round_ == 0:
+                        address = flags[flags.index("--ray-address") + 1]
+                        probes = [f"{k} task(s) {placement_s(address, study_file.parent, k):.2f}"
+                                  " s" for k in counts]
+                        print("ray placement, a new job's tasks from submission to running: "
+                              + ", ".join(probes), flush=True)
+                    for k in counts:
+                        row = run_once(config, url, flags, k, args.n_trials, study, extra,
+                                       Path(tmp), args.pg_url)
+                        runs.setdefault((config, k), []).append(row)
+                        base_rate = base_rate or row["rate"]
+                        if config == "pg-local":
+                            local_rates[k] = row["rate"]
+                        print_row(config, k, row, base_rate, local_rates.get(k))
+    if args.rounds > 1:
+        print_medians(runs, args.rounds)
     return 0
+
+
+def print_row(config: str, k: int, row: dict[str, Any], base_rate: float,
+              local_rate: float | None) -> None:
+    vs_local = f"{row['rate'] / local_rate:>10.2f}x" if local_rate else f"{'-':>11}"
+    storage = (f"{row['storage_pct']:>8.1f}%" if row["storage_pct"] is not None
+               else f"{'-':>9}")
+    conns = f"{row['conns']:>8}" if row["conns"] is not None else f"{'-':>8}"
+    steady = f"{row['steady']:>10.1f}" if row["steady"] is not None else f"{'-':>10}"
+    print(f"{config:<12} {k:>7} {row['wall_s']:>7.1f} {row['rate']:>10.1f} "
+          f"{row['rate'] / base_rate:>5.2f}x {vs_local} {row['first_s']:>11.2f} {steady} "
+          f"{storage} {conns} {row['failed']:>6}", flush=True)
+
+
+def print_medians(runs: dict[tuple[str, int], list[dict[str, Any]]], rounds: int) -> None:
+    """Each configuration's median over the rounds, and its ratio to pg-local's median."""
+    print(f"\nmedians over {rounds} rounds, each round's value in brackets")
+    print(f"{'config':<12} {'workers':>7} {'steady/min':>10} {'vs pg-local':>11}  rounds")
+    for (config, k), rows in runs.items():
+        steadies = [r["steady"] if r["steady"] is not None else r["rate"] for r in rows]
+        local = runs.get(("pg-local", k))
+        ratio = "-"
+        if local:
+            base = statistics.median(r["steady"] if r["steady"] is not None else r["rate"]
+                                     for r in local)
+            ratio = f"{statistics.median(steadies) / base:.3f}x"
+        print(f"{config:<12} {k:>7} {statistics.median(steadies):>10.1f} {ratio:>11}  ["
+              + " / ".join(f"{v:,.0f}" for v in steadies) + "]", flush=True)
 
 
 @contextlib.contextmanager
@@ -250,7 +306,7 @@ class ConnectionCount:
 
 
 def run_once(config: str, url: str, flags: list[str], n_workers: int, n_trials: int,
-             study: str, extra: list[str], tmp: Path, pg_url: str) -> dict[str, object]:
+             study: str, extra: list[str], tmp: Path, pg_url: str) -> dict[str, Any]:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     url = url or f"sqlite:///{tmp / (name + '.db')}"
     timing = tmp / f"{name}.timing"
