@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,13 @@ PG_ADMIN_URL = os.environ.get("AUTOTUNE_TEST_PG", "postgresql+psycopg://postgres
 # CI sets this so a missing service fails the run instead of skipping its tests.
 REQUIRE_SERVICES = os.environ.get("AUTOTUNE_REQUIRE_SERVICES") == "1"
 REPO = Path(__file__).resolve().parent.parent
+
+# A suite started in the background by a non-interactive shell (`pytest ... &`) inherits
+# SIGINT ignored, and so would every process it starts: their Python would then not turn
+# the tests' SIGINT (Ctrl-C) into KeyboardInterrupt. A handler here is reset to the default
+# in each child at exec, where Python installs its own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
