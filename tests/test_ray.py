@@ -107,21 +107,23 @@ x = { low = 0.0, high = 1.0 }
 def cluster() -> Iterator[str]:
     """A two-node Ray cluster of one CPU per node on 127.0.0.1; its address."""
     port = free_port()
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # its sockets' paths must stay short
+    # each node its own temp dir (sockets' paths must stay short), as on two machines: nodes
+    # sharing one would each tail the other's worker logs, and every line reach the driver twice
+    temps = [tempfile.mkdtemp(prefix="rt", dir="/tmp") for _ in range(2)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1",
               "--object-store-memory", str(80 * 2**20), "--block"]
-    log = open(Path(temp) / "start.log", "w")  # noqa: SIM115 - closed at teardown
+    log = open(Path(temps[0]) / "start.log", "w")  # noqa: SIM115 - closed at teardown
     started = []
     try:
         started.append(subprocess.Popen(
             [RAY, "start", "--head", "--port", str(port), "--include-dashboard=false",
-             "--temp-dir", temp, *common], env=env, stdout=log, stderr=log,
+             "--temp-dir", temps[0], *common], env=env, stdout=log, stderr=log,
             start_new_session=True))
         _wait_for(lambda: _accepts(port), 60, "the head node")
         started.append(subprocess.Popen(
-            [RAY, "start", "--address", f"127.0.0.1:{port}", *common], env=env, stdout=log,
-            stderr=log, start_new_session=True))
+            [RAY, "start", "--address", f"127.0.0.1:{port}", "--temp-dir", temps[1], *common],
+            env=env, stdout=log, stderr=log, start_new_session=True))
         address = f"127.0.0.1:{port}"
         _wait_for(lambda: _nodes(address, env) == 2, 90, "the second node")
         yield address
@@ -129,7 +131,8 @@ def cluster() -> Iterator[str]:
         for proc in reversed(started):  # each `ray start --block` leads its process group
             _stop_group(proc)
         log.close()
-        left = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True).stdout
+        left = subprocess.run(["pgrep", "-f", "|".join(temps)], capture_output=True,
+                              text=True).stdout
         assert not left.strip(), f"Ray processes left running: {left}"
 
 
@@ -208,8 +211,9 @@ def test_four_ray_workers_train_a_user_model_to_the_exact_total_on_both_nodes(
     assert len(nodes) == 2, nodes  # trials ran on both nodes
     assert all(len(node) == 56 for node in nodes)  # Ray's node ids (hex)
     assert "test accuracy of best configuration" in done.stdout
-    for trial in complete:  # every trial's own line, none folded by Ray's log dedup
-        assert re.search(rf"w\d trial +{trial.number} COMPLETE ", done.stderr), trial.number
+    for trial in complete:  # every trial's own line once, none folded by Ray's log dedup
+        lines = re.findall(rf"^.*w\d trial +{trial.number} COMPLETE .*$", done.stderr, re.M)
+        assert len(lines) == 1, (trial.number, lines)
     assert "across cluster" not in done.stderr and "\x1b[" not in done.stderr
 
 
