@@ -78,10 +78,10 @@ def test_an_unknown_torchvision_name_is_refused_in_one_line(tmp_path):
     assert "torchvision.datasets has no data set 'Cifar11'" in line
 
 
-def images(folder: Path, channels: int) -> None:
+def images(folder: Path, channels: int, size: int = 32) -> None:
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 4, (160,), generator=g)
-    x = torch.randn(160, channels, 32, 32, generator=g) + y[:, None, None, None] * 0.5
+    x = torch.randn(160, channels, size, size, generator=g) + y[:, None, None, None] * 0.5
     torch.save({"train": (x[:128], y[:128]), "test": (x[128:], y[128:])}, folder / "img.pt")
 
 
@@ -148,6 +148,26 @@ def test_named_weights_load_from_torch_s_hub_cache(tmp_path):
         trained = load(reader.read())
     # the frozen backbone is the cached file's, to the bit
     torch.testing.assert_close(trained["conv1.weight"], saved["conv1.weight"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,features", [("googlenet", 1024), ("inception_v3", 2048)])
+def test_a_model_with_auxiliary_classifiers_trains_from_a_file_that_has_them(tmp_path, name,
+                                                                             features):
+    """Their training output is a tuple (logits and the auxiliary heads'): built without the
+    auxiliary heads, they train on the logits, and a file saved with the heads still loads."""
+    from torchvision import models
+
+    images(tmp_path, channels=3, size=80)  # inception_v3 takes 75 x 75 and up
+    full = models.get_model(name, weights=None, aux_logits=True, init_weights=False)
+    torch.save(full.state_dict(), tmp_path / "full.pt")
+    study_file = write_study(tmp_path, "tensors:img.pt", f"torchvision:{name}",
+                             'weights = "full.pt"\nfreeze = "backbone"')
+    url = f"sqlite:///{tmp_path / 'aux.db'}"
+    result = run("--study", str(study_file), "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trial = optuna.load_study(study_name="tv", storage=url).trials[0]
+    assert trial.state.name == "COMPLETE", trial.user_attrs.get("fail_reason")
+    assert trial.user_attrs["n_parameters"] == features * 4 + 4  # the new head alone trains
 
 
 def test_named_weights_that_cannot_be_downloaded_are_refused_naming_the_file(tmp_path):

@@ -28,6 +28,10 @@ from autotune.plugins._references import Data, DataInfo
 
 MEAN_STD_SAMPLE = 10_000  # images whose pixels give the normalisation statistics
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation of a download
+# models whose auxiliary classifiers make training's output a tuple, not the logits: built
+# without them (their weights, named or from a file, load all the same)
+AUX_HEADS = ("googlenet", "inception_v3")
+AUX_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
 
 
 def dataset_class(name: str) -> type:
@@ -125,10 +129,11 @@ def build_model(name: str, params: dict[str, Any], info: DataInfo) -> nn.Module:
         raise UsageError(f"model 'torchvision:{name}' takes 3-channel images (3, H, W); the "
                          f"data's examples have shape {tuple(info.input_shape)}")
     weights = str(params.get("weights") or "")
+    options = {"aux_logits": False} if name in AUX_HEADS else {}
     if weights and is_named_weights(name, weights):
-        model = _with_named_weights(builder, name, weights)
+        model = _with_named_weights(builder, name, weights, options)
     else:
-        model = builder(weights=None)
+        model = builder(weights=None, **options)
         if weights:
             _load_backbone(model, _read_weights(Path(weights)), Path(weights))
     head_path, head = _head(model)
@@ -172,7 +177,8 @@ def is_named_weights(name: str, value: str) -> bool:
     return value in enum.__members__
 
 
-def _with_named_weights(builder: Any, name: str, value: str) -> nn.Module:
+def _with_named_weights(builder: Any, name: str, value: str, options: dict[str, Any]
+                        ) -> nn.Module:
     """The model with torchvision's named weights: from torch's hub cache, else downloaded
     (where the network allows); UsageError naming the file to put in the cache otherwise."""
     from torchvision import models
@@ -182,7 +188,7 @@ def _with_named_weights(builder: Any, name: str, value: str) -> nn.Module:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # offline, a download must fail fast
     try:
-        return builder(weights=weights)  # type: ignore[no-any-return]
+        return builder(weights=weights, **options)  # type: ignore[no-any-return]
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"weights '{value}' of torchvision:{name}: '{cached}' is not there "
@@ -229,8 +235,9 @@ def _load_backbone(model: nn.Module, state: dict[str, torch.Tensor], path: Path)
     tensor that does not fit otherwise."""
     head_path, _ = _head(model)
     head_keys = {f"{head_path}.weight", f"{head_path}.bias"}
-    body = {k: v for k, v in state.items() if k not in head_keys}
     own = model.state_dict()
+    body = {k: v for k, v in state.items() if k not in head_keys
+            and (k in own or not k.startswith(AUX_PREFIXES))}  # a file's auxiliary heads
     for key, value in body.items():
         if key in own and tuple(own[key].shape) != tuple(value.shape):
             raise UsageError(f"weights: '{path}' holds {key} of shape {tuple(value.shape)}; "
