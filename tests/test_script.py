@@ -4,7 +4,9 @@ a pruned trial's processes are killed; real processes and a real SQLite file."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -207,7 +209,7 @@ def test_a_failing_or_silent_script_fails_its_trial_with_the_reason(tmp_path, mo
      "position 10"),
     (('seed = 1', 'seed = 1\nargs = "--lr {lr} --depth {depth}"'),
      "args: {depth} is not a param; allowed: lr, width, max_epochs, trial_number, seed, "
-     "device"),
+     "device, checkpoint_dir"),
     (('seed = 1', 'seed = 1\ntrain = "code/train.py:main"'),
      "script: give train (a function) or script (a file), not both"),
     (('seed = 1', 'seed = 1\nmodel = "cnn"'),
@@ -270,3 +272,117 @@ def test_the_script_example_runs_as_the_readme_says(tmp_path):
     trial = optuna.load_study(study_name="script", storage=url).trials[0]
     assert sorted(trial.intermediate_values) == list(range(1, 9))  # read off its printed lines
     assert 50 < trial.value <= 100  # a percentage, as the script prints it
+
+
+# a script that keeps its own checkpoint in $AUTOTUNE_CHECKPOINT_DIR (also given to it as
+# {checkpoint_dir}) and resumes from what it finds there; trial $KILL's worker is killed after
+# epoch 2's checkpoint
+RESUMING = '''
+import argparse
+import json
+import os
+import signal
+import time
+
+import autotune
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--ckpt", required=True)
+parser.add_argument("--x", type=float, required=True)
+args = parser.parse_args()
+assert args.ckpt == os.environ["AUTOTUNE_CHECKPOINT_DIR"] and os.path.isdir(args.ckpt)
+saved = os.path.join(args.ckpt, "state.json")
+state = {"epoch": 0, "total": 0.0}
+if os.path.exists(saved):
+    with open(saved) as f:
+        state = json.load(f)
+print(f"starting at epoch {state['epoch'] + 1}")
+for epoch in range(state["epoch"] + 1, int(os.environ["AUTOTUNE_MAX_EPOCHS"]) + 1):
+    time.sleep(float(os.environ.get("EPOCH_S", "0.2")))
+    state = {"epoch": epoch, "total": state["total"] + args.x}
+    autotune.report(epoch=epoch, score=state["total"])
+    with open(saved + ".tmp", "w") as f:
+        json.dump(state, f)
+    os.replace(saved + ".tmp", saved)
+    if epoch == 2 and os.environ["AUTOTUNE_TRIAL_NUMBER"] == os.environ.get("KILL", "-"):
+        time.sleep(1.0)  # the worker has recorded epoch 2's report
+        os.kill(os.getppid(), signal.SIGKILL)  # the worker dies mid-trial, and this with it
+        os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+RESUMING_STUDY = '''
+name = "resumed-script"
+script = "code/train.py"
+args = "--ckpt {checkpoint_dir} --x {x}"
+metric = "score"
+direction = "maximize"
+[budget]
+n_trials = 2
+max_epochs = 4
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[space]
+x = { low = 0.1, high = 1.0 }
+'''
+
+
+def test_a_killed_worker_s_script_trial_resumes_from_its_checkpoint_folder(tmp_path):
+    study_file = write(tmp_path / "project", RESUMING_STUDY, RESUMING)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    done = run("--study", str(study_file), "--storage", url, "--workers", "2", cwd=tmp_path,
+               env={"AUTOTUNE_HEARTBEAT_S": "1", "AUTOTUNE_GRACE_S": "3", "KILL": "0"})
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="resumed-script", storage=url)
+    dead = study.trials[0]
+    assert dead.state.name == "FAIL", dead.user_attrs
+    assert "stopped sending heartbeats" in dead.user_attrs["fail_reason"]
+    retry = next(t for t in study.trials if 0 in t.system_attrs.get("retry_history", []))
+    assert retry.state.name == "COMPLETE", retry.user_attrs
+    x = dead.params["x"]
+    assert retry.params == {"x": x}
+    assert "starting at epoch 3" in output_of(study, retry)  # it found epoch 2's checkpoint
+    assert retry.user_attrs["resumed_from"] == {"trial": 0, "epoch": 2}
+    # the dead trial's epochs carry on in the retry's curve, then its own
+    assert retry.intermediate_values == pytest.approx({1: x, 2: 2 * x, 3: 3 * x, 4: 4 * x})
+    assert retry.value == pytest.approx(4 * x)
+    assert retry.user_attrs["epochs_run"] == 4
+    folders = Path(study.user_attrs[ARTIFACT_DIR_ATTR]) / "script-checkpoints"
+    assert f"--ckpt {folders / f'resumed-script-{retry.number}'} " in retry.user_attrs["command"]
+    assert folders.is_dir() and not list(folders.iterdir())  # each removed when its trial ended
+    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+
+
+def test_an_interrupted_script_trial_keeps_its_folder_and_the_next_run_resumes_it(tmp_path):
+    study_file = write(tmp_path / "project", RESUMING_STUDY.replace("n_trials = 2",
+                                                                    "n_trials = 1"), RESUMING)
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    where = ["--storage", url, "--artifacts", str(tmp_path / "art")]
+    saved = tmp_path / "art" / "script-checkpoints" / "resumed-script-0" / "state.json"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "autotune.run", "--study", str(study_file), *where],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "EPOCH_S": "1.0"})
+    try:
+        deadline = time.monotonic() + 60
+        while not (saved.exists() and '"epoch": 2' in saved.read_text()):
+            assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read()
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, err
+    assert json.loads(saved.read_text())["epoch"] in (2, 3)  # kept for the retry
+    again = run("--study", str(study_file), *where, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "requeued interrupted trial(s) 0" in again.stderr
+    study = optuna.load_study(study_name="resumed-script", storage=url)
+    retry = next(t for t in study.trials if 0 in t.system_attrs.get("retry_history", []))
+    assert retry.state.name == "COMPLETE", retry.user_attrs
+    resumed = retry.user_attrs["resumed_from"]
+    assert resumed["trial"] == 0 and resumed["epoch"] in (2, 3)
+    assert sorted(retry.intermediate_values) == [1, 2, 3, 4]
+    assert not saved.parent.exists()  # the interrupted trial's folder became the retry's

@@ -6,6 +6,11 @@ its working directory. What it reports (autotune.report lines, or `report_regex`
 what it prints) is reported and pruned on epoch by epoch; a pruned trial's process group is
 killed. Its output's tail is stored on the trial as an artifact; a non-zero exit fails the
 trial with the last lines of its stderr, and so does a script that never reports.
+
+Each trial has a checkpoint folder of its own ($AUTOTUNE_CHECKPOINT_DIR, `{checkpoint_dir}`
+in `args`): a retry of a trial whose worker died, or whose run was interrupted, gets that
+trial's folder, so a script that saves its state there and continues from what it finds
+resumes where the dead one stopped.
 """
 
 from __future__ import annotations
@@ -43,28 +48,37 @@ class ScriptObjective:
     """Runs the study's script once per trial."""
 
     def __init__(self, spec: StudySpec, device: torch.device,
-                 store: FileSystemArtifactStore, tracker: Tracker | None = None) -> None:
+                 store: FileSystemArtifactStore, artifact_dir: Path,
+                 tracker: Tracker | None = None) -> None:
         self.spec = spec
         self.tracker = tracker
         self.device = device
         self.store = store
+        self.artifact_dir = artifact_dir
         self.folder = Path(spec.path).parent.resolve()
 
     def __call__(self, trial: optuna.Trial) -> float:
         user = _trial.start(trial, self.spec, self.device, self.store,
                             trained_on=f"your script {self.spec.script}",
                             tracker=self.tracker)
+        checkpoints = artifacts.checkpoint_folder(self.artifact_dir, self.spec.name,
+                                                  trial.number)
+        taken_from = artifacts.take_over_folder(self.artifact_dir, self.spec.name,
+                                                trial.number, user.retries)
         argv = command(self.spec, self.folder, user.params, trial.number, user.seed,
-                       self.device)
+                       self.device, checkpoints)
         trial.set_user_attr("command", shlex.join(argv))
         reader = ReportReader(self.spec.metric, self.spec.report_regex)
         started = time.perf_counter()
         interrupted = False
-        process = ScriptProcess(argv, self.folder, script_env(user, self.device))
+        process = ScriptProcess(argv, self.folder, script_env(user, self.device, checkpoints))
         try:
             for line in process.lines():
                 got = reader.feed(line)
                 if got is not None:
+                    if taken_from is not None:  # the first report says where it resumed
+                        carry_on(user, trial, taken_from, got.epoch)
+                        taken_from = None
                     others = {k: v for k, v in got.metrics.items() if k != self.spec.metric}
                     user.report(got.epoch, got.value, **others)
             code = process.wait()
@@ -85,10 +99,24 @@ class ScriptObjective:
             process.stop()
             artifacts.upload_text(self.store, trial, OUTPUT, "".join(process.output_tail))
             user.finish(time.perf_counter() - started, keep_checkpoint=interrupted)
+            if not interrupted:  # a retry (of an interrupted run) continues from it
+                artifacts.remove_folder(self.artifact_dir, self.spec.name, trial.number)
+
+
+def carry_on(user: _trial.Trial, trial: optuna.Trial, dead: int, first_epoch: int) -> None:
+    """A retry whose script reports `first_epoch` first, from the checkpoint folder of the
+    dead trial `dead`: the epochs before it are that trial's (as it reported them; their
+    seconds are not known). A script that starts over at epoch 1 carries none."""
+    if first_epoch <= 1:
+        return
+    (frozen,) = [t for t in trial.study.get_trials(deepcopy=False) if t.number == dead]
+    user.carry_on(dead, [{"epoch": step, "value": value, "seconds": 0.0}
+                         for step, value in sorted(frozen.intermediate_values.items())
+                         if step < first_epoch])
 
 
 def command(spec: StudySpec, folder: Path, params: dict[str, Any], number: int, seed: int,
-            device: torch.device) -> list[str]:
+            device: torch.device, checkpoints: Path) -> list[str]:
     """The script's command line: the interpreter for a .py file, then `args` with each
     {name} replaced by its value (default: every param as --name value)."""
     script = str(folder / spec.script)
@@ -97,17 +125,19 @@ def command(spec: StudySpec, folder: Path, params: dict[str, Any], number: int, 
         return head + [word for name, value in params.items()
                        for word in (f"--{name}", _text(value))]
     values = {**params, "max_epochs": spec.max_epochs, "trial_number": number, "seed": seed,
-              "device": device.type}
+              "device": device.type, "checkpoint_dir": str(checkpoints)}
     quoted = {name: shlex.quote(_text(value)) for name, value in values.items()}
     return head + shlex.split(spec.args.format(**quoted))
 
 
-def script_env(user: _trial.Trial, device: torch.device) -> dict[str, str]:
+def script_env(user: _trial.Trial, device: torch.device, checkpoints: Path
+               ) -> dict[str, str]:
     """The script's environment: this process's, unbuffered output (its reports arrive
-    when printed), the trial's facts, and only this worker's GPU."""
+    when printed), the trial's facts and checkpoint folder, and only this worker's GPU."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "AUTOTUNE_TRIAL_NUMBER": str(user.number), "AUTOTUNE_SEED": str(user.seed),
-           "AUTOTUNE_MAX_EPOCHS": str(user.max_epochs), "AUTOTUNE_DEVICE": device.type}
+           "AUTOTUNE_MAX_EPOCHS": str(user.max_epochs), "AUTOTUNE_DEVICE": device.type,
+           "AUTOTUNE_CHECKPOINT_DIR": str(checkpoints)}
     if device.type == "cuda" and device.index is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(device.index)
     env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))

@@ -68,6 +68,11 @@ class Trial:
         self._checked_checkpoint = False
 
     @property
+    def retries(self) -> list[int]:
+        """The numbers of the dead trials this one retries, oldest first ([] when fresh)."""
+        return list(self._retries)
+
+    @property
     def epochs(self) -> list[dict[str, float]]:
         """The reports so far (restored ones first): epoch, value, seconds, other metrics."""
         return list(self._epochs)
@@ -132,15 +137,20 @@ class Trial:
             data = self._read_checkpoint(dead)
             if data is None:
                 continue
-            for epoch in data["epochs"]:
-                self.optuna_trial.report(epoch["value"], int(epoch["epoch"]))
-            self._epochs = list(data["epochs"]) + self._epochs
-            last = int(data["epochs"][-1]["epoch"]) if data["epochs"] else 0
-            self.optuna_trial.set_user_attr("resumed_from", {"trial": dead, "epoch": last})
+            self.carry_on(dead, data["epochs"])
             state = data["state"]
             break
         self._restored = (state,)
         return state
+
+    def carry_on(self, dead: int, epochs: list[dict[str, float]]) -> None:
+        """Count the epochs the dead trial `dead` reported before its checkpoint as this
+        trial's own (it continues from that checkpoint), and record where it resumed."""
+        for epoch in epochs:
+            self.optuna_trial.report(epoch["value"], int(epoch["epoch"]))
+        self._epochs = list(epochs) + self._epochs
+        last = int(epochs[-1]["epoch"]) if epochs else 0
+        self.optuna_trial.set_user_attr("resumed_from", {"trial": dead, "epoch": last})
 
     def _read_checkpoint(self, dead: int) -> dict[str, Any] | None:
         name = artifacts.checkpoint_id(self._spec.name, dead)

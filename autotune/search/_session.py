@@ -242,7 +242,8 @@ def search(args: Options) -> int:
         if spec.train:
             objective = FunctionObjective(spec, device, trial_store, tracker=tracker)
         elif spec.script:
-            objective = ScriptObjective(spec, device, trial_store, tracker=tracker)
+            objective = ScriptObjective(spec, device, trial_store, artifact_dir,
+                                        tracker=tracker)
         else:
             assert splits is not None
             objective = Objective(spec, splits, device, trial_store,

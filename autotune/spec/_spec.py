@@ -52,7 +52,7 @@ DIRECTIONS = ("maximize", "minimize")
 # a metric of the user's own (what their train function returns or their script reports)
 METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 # names a script's `args` may use besides the study's params
-ARGS_NAMES = ("max_epochs", "trial_number", "seed", "device")
+ARGS_NAMES = ("max_epochs", "trial_number", "seed", "device", "checkpoint_dir")
 # Flipping a digit left-right makes another symbol (or none): no label survives it.
 NO_HFLIP_DATASETS = ("digits", "mnist")
 

@@ -26,6 +26,7 @@ ENV_VAR = "AUTOTUNE_ARTIFACTS"
 LEARNING_CURVE = "learning_curve.json"
 WEIGHTS = "weights.safetensors"
 FINAL_WEIGHTS = "final_weights.safetensors"  # the retrained best configuration, on the study
+SCRIPT_CHECKPOINTS = "script-checkpoints"  # script trials' own checkpoint folders, one each
 
 
 def resolve_dir(flag: str | None, storage_url: str) -> Path:
@@ -63,8 +64,37 @@ def open_store(path: Path) -> FileSystemArtifactStore:
 
 def checkpoint_id(study_name: str, trial_number: int) -> str:
     """One fixed id per trial, overwritten each epoch, so checkpoints never pile up on disk."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in study_name)
-    return f"checkpoint-{safe}-{trial_number}.pt"
+    return f"checkpoint-{_safe(study_name)}-{trial_number}.pt"
+
+
+def checkpoint_folder(artifact_dir: Path, study_name: str, trial_number: int) -> Path:
+    """The folder a script trial keeps its own checkpoints in ($AUTOTUNE_CHECKPOINT_DIR),
+    beside the artifact store's files, so that it is wherever the workers' artifacts are."""
+    return artifact_dir / SCRIPT_CHECKPOINTS / f"{_safe(study_name)}-{trial_number}"
+
+
+def take_over_folder(artifact_dir: Path, study_name: str, trial_number: int,
+                     dead: list[int]) -> int | None:
+    """Make this trial's checkpoint folder: the folder of the newest of the `dead` trials it
+    retries that left files there, moved whole (it continues that one's work), else a new
+    empty one. Returns the number of the trial whose folder it took, or None."""
+    own = checkpoint_folder(artifact_dir, study_name, trial_number)
+    for number in reversed(dead):
+        theirs = checkpoint_folder(artifact_dir, study_name, number)
+        if theirs.is_dir() and any(theirs.iterdir()):
+            shutil.rmtree(own, ignore_errors=True)
+            os.replace(theirs, own)
+            return number
+    own.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def remove_folder(artifact_dir: Path, study_name: str, trial_number: int) -> None:
+    shutil.rmtree(checkpoint_folder(artifact_dir, study_name, trial_number), ignore_errors=True)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def save_checkpoint(store: FileSystemArtifactStore, study_name: str, trial_number: int,
