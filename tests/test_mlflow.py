@@ -48,6 +48,10 @@ def test_two_workers_log_a_run_per_trial_under_the_study_s_parent_run_kept_on_re
     assert parents.iloc[0]["tags.autotune.best_trial"] == str(best.number)
     artifacts = [a.path for a in client.list_artifacts(record["parent_run_id"])]
     assert artifacts == [f"trial-{best.number}-weights.safetensors"]
+    # beside the tracking database, not in ./mlruns of the folder the run started in
+    stored = tmp_path / "mlartifacts" / "digits" / record["parent_run_id"] / "artifacts"
+    assert (stored / artifacts[0]).is_file()
+    assert not (tmp_path / "mlruns").exists()
 
     resumed = run("--study", "digits", "--storage", url, "--n-trials", "6", "--max-epochs",
                   "3", "--mlflow", uri, cwd=tmp_path)

@@ -6,7 +6,8 @@ tags its number, state and prune or fail reason; a retried trial's run names the
 continues (`autotune.retries`). The parent run is made once, when the study is first run
 with this tracking URI, and kept on the study (`autotune:mlflow`), so a resumed study, and
 every worker, logs under the same parent; after the search the best trial's weights are
-logged to it as an artifact. A local `sqlite:///mlflow.db` URI needs no server. Trials only
+logged to it as an artifact, in `mlartifacts/` beside a local `sqlite:///mlflow.db`, which
+needs no server. Trials only
 queue what they report: one thread per process writes to MLflow.
 """
 
@@ -49,12 +50,28 @@ def parent_run(study: optuna.Study, uri: str) -> dict[str, str]:
     client = _client(uri)
     experiment = client.get_experiment_by_name(study.study_name)
     experiment_id = (experiment.experiment_id if experiment is not None
-                     else client.create_experiment(study.study_name))
+                     else client.create_experiment(study.study_name,
+                                                   artifact_location=artifact_root(
+                                                       uri, study.study_name)))
     run = client.create_run(experiment_id, run_name=study.study_name,
                             tags={"autotune.study": study.study_name})
     record = {"uri": uri, "experiment_id": experiment_id, "parent_run_id": run.info.run_id}
     study.set_user_attr(STUDY_ATTR, record)
     return record
+
+
+def artifact_root(uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps its runs' files for a local SQLite tracking store: in
+    `mlartifacts/` beside the database file (as `mlflow server` does), not MLflow's default
+    `./mlruns` of whatever folder the run started in. None for a tracking server, which
+    decides."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = uri.removeprefix("sqlite:///")
+    if not database or database.startswith(":memory:"):
+        return None
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
+    return (Path(database).resolve().parent / "mlartifacts" / safe).as_uri()
 
 
 def log_best(study: optuna.Study, record: dict[str, str], weights: bytes | None,
