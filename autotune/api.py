@@ -36,8 +36,8 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
          artifacts: str | None = None, checkpoint_every_s: float | None = None,
          allow_changes: bool = False, tensorboard: str | None = None,
          mlflow: str | None = None, launcher: str = "local", ray_address: str | None = None,
-         cpus_per_trial: float | None = None, gpus_per_trial: float | None = None
-         ) -> optuna.Study:
+         cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
+         ray_wait_s: float | None = None) -> optuna.Study:
     """Run (or resume) a search and return its `optuna.Study`.
 
     Either `study`, a study file's path or a shipped study's name, or the study itself:
@@ -50,7 +50,8 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
     know. `n_trials`, `max_epochs`, `seed`, `sampler`, `pruner` and
     `timeout_s` override either, as the command's flags do (`name` renames a study file's
     study, as --study-name). `launcher="ray"` places the `workers` on a Ray cluster
-    (`ray_address`, `cpus_per_trial`, `gpus_per_trial`), as --launcher ray does. Raises
+    (`ray_address`, `cpus_per_trial`, `gpus_per_trial`, `ray_wait_s`), as --launcher ray
+    does. Raises
     UsageError for bad input (nothing stored is changed), KeyboardInterrupt when
     interrupted (finished trials are kept) and AutotuneError when the run fails. `autotune
     run` runs the same entry (`search._session.run`).
@@ -73,7 +74,7 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
         device=device, data_dir=data_dir, artifacts=artifacts, workers=workers,
         checkpoint_every=checkpoint_every_s, allow_changes=allow_changes,
         tensorboard=tensorboard, mlflow=mlflow, launcher=launcher, ray_address=ray_address,
-        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, ray_wait=ray_wait_s)
     if launcher not in ("local", "ray"):
         raise UsageError(f"tune(): launcher must be 'local' or 'ray', got {launcher!r}")
     code = session.run(options)

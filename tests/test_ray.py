@@ -322,10 +322,70 @@ def test_ray_bad_input_is_refused_in_one_line_before_any_trial(cluster, tmp_path
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(message), lines
         assert Path(tmp_path / "kept.db").read_bytes() == before
+    # --ray-wait: the autoscaler is asked, no node comes, refused after the wait
+    done = run("--study", "digits", "--storage", url, "--launcher", "ray", "--ray-address",
+               cluster, "--cpus-per-trial", "2", "--ray-wait", "3", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    waited, refused = done.stderr.strip().splitlines()
+    assert waited == ("no node of the Ray cluster can run a worker asking for 2 CPU, 0 GPU yet: "
+                      "asked its autoscaler for 1, waiting up to 3 s (--ray-wait)")
+    assert refused.startswith("error: no node of the Ray cluster can run a worker asking for "
+                              "2 CPU, 0 GPU after waiting 3 s for the autoscaler: its 2 node(s)")
+    assert Path(tmp_path / "kept.db").read_bytes() == before
     done = run("--study", "digits", "--storage", url, "--cpus-per-trial", "0.5", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: --cpus-per-trial place workers on a Ray cluster: "
                                    "add --launcher ray, or leave them out")
+
+
+def test_ray_wait_places_the_workers_on_a_node_that_joins_while_it_waits(cluster, tmp_path):
+    """What an autoscaler does, done by hand: a node of 2 CPUs joins while the driver waits
+    for one that can run a worker asking for 2 CPUs."""
+    url = f"sqlite:///{tmp_path / 'grown.db'}"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "autotune.run", "--study", "digits", "--storage", url,
+         "--n-trials", "2", "--max-epochs", "1", "--launcher", "ray", "--ray-address",
+         cluster, "--cpus-per-trial", "2", "--ray-wait", "120"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **FAST_ENV})
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    node = None
+    try:
+        assert driver.stderr is not None
+        first = driver.stderr.readline()
+        assert "waiting up to 120 s (--ray-wait)" in first, first + driver.stderr.read()
+        node = subprocess.Popen(
+            [RAY, "start", "--address", cluster, "--num-cpus", "2", "--temp-dir", temp,
+             "--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2**20),
+             "--block"], env={**os.environ, "PYTHONPATH": str(REPO),
+                              "RAY_USAGE_STATS_ENABLED": "0"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == 0, err
+        assert re.search(r"a node that can run a worker joined after \d+ s", err), err
+        assert "joined the Ray cluster at " + cluster + ": 3 node(s)" in err
+        study = optuna.load_study(study_name="digits", storage=url)
+        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+        assert len(complete) == 2
+        big = _node_ids(cluster, cpus=2.0)
+        assert len(big) == 1 and {t.user_attrs["node"] for t in complete} == big
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        if node is not None:
+            _stop_group(node)
+    left = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True).stdout
+    assert not left.strip(), f"Ray processes left running: {left}"
+
+
+def _node_ids(address: str, cpus: float) -> set[str]:
+    """The ids of the cluster's live nodes with `cpus` CPUs."""
+    code = (f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
+            "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive'] and "
+            f"n['Resources'].get('CPU') == {cpus}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    return set(done.stdout.split())
 
 
 def test_launcher_ray_without_ray_installed_says_how_to_install_it(tmp_path):

@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ray-address", metavar="HOST:PORT",
                         help="the Ray cluster's head node (default: $RAY_ADDRESS, else the "
                              "cluster `ray start` began on this machine, else a new one here)")
+    parser.add_argument("--ray-wait", type=cli.non_negative_float, metavar="SECONDS",
+                        help="on an autoscaling Ray cluster (KubeRay, the cluster launcher): "
+                             "when no node can run a worker yet, ask the autoscaler for the "
+                             "workers' resources and wait this long for such a node before "
+                             "refusing (default: 0, refuse at once)")
     parser.add_argument("--cpus-per-trial", type=cli.positive_float, metavar="N",
                         help="CPUs each Ray worker asks for; fractions share a CPU (default: "
                              "the study file's cpus_per_trial, else 1)")

@@ -26,9 +26,10 @@ ADDRESS_ENV = "RAY_ADDRESS"  # Ray's own variable
 NODE_ENV = "AUTOTUNE_NODE"  # set in a Ray worker: its node id, recorded on each trial
 CONNECT_S = 5.0  # a cluster address that accepts no connection within this is unreachable
 CANCEL_WAIT_S = 60.0  # after Ctrl-C, how long cancelled workers get to close their trials
+NODE_POLL_S = 2.0  # --ray-wait: how often the live nodes are looked at again
 # not shipped with the study file's folder: stores, logs and what runs write beside it
 EXCLUDES = ["*.db", "*.db-wal", "*.db-shm", "*.db-journal", "*.log", "__pycache__/", ".git/",
-            "autotune-artifacts/", "mlruns/", "runs/", ".venv/"]
+            "autotune-artifacts/", "*.artifacts/", "mlruns/", "mlartifacts/", "runs/", ".venv/"]
 KILLED = -9  # the exit code of a worker Ray lost (its process or node died)
 
 
@@ -110,18 +111,53 @@ def live_nodes() -> list[dict[str, Any]]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def check_resources(wanted: Resources) -> None:
+def check_resources(wanted: Resources, wait_s: float = 0.0, workers: int = 1,
+                    log: Callable[[str], None] | None = None) -> None:
     """UsageError (exit 2, before any trial) if no live node has what one worker asks for:
-    Ray would otherwise wait for such a node for ever."""
+    Ray would otherwise wait for such a node for ever. With `wait_s`, for an autoscaling
+    cluster, first ask the autoscaler for `workers` such bundles (Ray's public
+    `request_resources`) and wait that long for a node that fits."""
+    fits, listed, count = _fitting(wanted)
+    if fits or wait_s <= 0:
+        if not fits:
+            raise UsageError(_no_node(wanted, count, listed))
+        return
+    from ray.autoscaler.sdk import request_resources
+
+    bundle = {"CPU": wanted.cpus, **({"GPU": wanted.gpus} if wanted.gpus else {})}
+    request_resources(bundles=[bundle] * workers)
+    if log is not None:
+        log(f"no node of the Ray cluster can run a worker asking for {wanted} yet: asked its "
+            f"autoscaler for {workers}, waiting up to {wait_s:g} s (--ray-wait)")
+    started = time.monotonic()
+    try:
+        while not fits:
+            if time.monotonic() - started > wait_s:
+                raise UsageError(_no_node(wanted, count, listed, waited_s=wait_s))
+            time.sleep(NODE_POLL_S)
+            fits, listed, count = _fitting(wanted)
+    finally:  # the tasks' own demand drives the autoscaler from here on
+        request_resources(bundles=[])
+    if log is not None:
+        log(f"a node that can run a worker joined after {time.monotonic() - started:.0f} s")
+
+
+def _fitting(wanted: Resources) -> tuple[bool, str, int]:
+    """Whether a live node can run a worker; the live nodes' CPUs and GPUs; their count."""
     nodes = live_nodes()
     have = [(node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
             for node in nodes]
-    if any(cpus >= wanted.cpus and gpus >= wanted.gpus for cpus, gpus in have):
-        return
     listed = "; ".join(f"{cpus:g} CPU, {gpus:g} GPU" for cpus, gpus in have)
-    raise UsageError(f"no node of the Ray cluster can run a worker asking for {wanted}: its "
-                     f"{len(nodes)} node(s) have {listed}; lower cpus_per_trial or "
-                     "gpus_per_trial (--cpus-per-trial, --gpus-per-trial) or add a node")
+    return (any(cpus >= wanted.cpus and gpus >= wanted.gpus for cpus, gpus in have), listed,
+            len(nodes))
+
+
+def _no_node(wanted: Resources, count: int, listed: str, waited_s: float = 0.0) -> str:
+    waited = f" after waiting {waited_s:g} s for the autoscaler" if waited_s else ""
+    hint = "" if waited_s else "; on an autoscaling cluster, wait for one with --ray-wait"
+    return (f"no node of the Ray cluster can run a worker asking for {wanted}{waited}: its "
+            f"{count} node(s) have {listed}; lower cpus_per_trial or gpus_per_trial "
+            f"(--cpus-per-trial, --gpus-per-trial) or add a node{hint}")
 
 
 def worker(argv: list[str]) -> int:

@@ -99,6 +99,7 @@ class Options:
     mlflow: str | None = None  # MLflow tracking URI; None: the study file's
     launcher: str = "local"  # where the K workers run: "local" processes or a "ray" cluster
     ray_address: str | None = None  # None: $RAY_ADDRESS, else Ray's default
+    ray_wait: float | None = None  # seconds to wait for an autoscaled node; None: refuse now
     cpus_per_trial: float | None = None  # what a Ray worker asks for; None: the study file's
     gpus_per_trial: float | None = None
 
@@ -459,9 +460,11 @@ def join_ray_cluster(args: Options, spec: StudySpec) -> None:
     ray_launch.check_installed()
     address = ray_launch.resolve_address(args.ray_address)
     env_vars = {k: v for k, v in os.environ.items() if k.startswith("AUTOTUNE_")}
-    nodes = ray_launch.connect(address, study_folder(args), env_vars)
-    ray_launch.check_resources(ray_launch.Resources(spec.cpus_per_trial, spec.gpus_per_trial))
-    _log(f"joined the Ray cluster at {address or 'this machine'}: {nodes} node(s)")
+    ray_launch.connect(address, study_folder(args), env_vars)
+    ray_launch.check_resources(ray_launch.Resources(spec.cpus_per_trial, spec.gpus_per_trial),
+                               wait_s=args.ray_wait or 0.0, workers=args.workers, log=_log)
+    _log(f"joined the Ray cluster at {address or 'this machine'}: "
+         f"{len(ray_launch.live_nodes())} node(s)")
 
 
 def study_folder(args: Options) -> Path | None:
@@ -544,7 +547,7 @@ def apply_flags(spec: StudySpec, args: Options) -> StudySpec:
         if getattr(args, flag) is not None:
             changes[flag] = getattr(args, flag)
     if args.launcher != "ray":
-        ray_flags = ("ray_address", "cpus_per_trial", "gpus_per_trial")
+        ray_flags = ("ray_address", "ray_wait", "cpus_per_trial", "gpus_per_trial")
         given = [f"--{f.replace('_', '-')}" for f in ray_flags if getattr(args, f) is not None]
         if given:
             raise UsageError(f"{', '.join(given)} place workers on a Ray cluster: add "
