@@ -133,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                 with backend(config, Path(tmp), args.pg_url) as (url, flags):
                     if config == "pg-ray" and round_ == 0:
                         address = flags[flags.index("--ray-address") + 1]
-                        probes = [f"{k} task(s) {placement_s(address, study_file.parent, k):.2f}"
-                                  " s" for k in counts]
-                        print("ray placement, a new job's tasks from submission to running: "
-                              + ", ".join(probes), flush=True)
+                        probes = [(k, *placement_s(address, study_file.parent, k))
+                                  for k in counts]
+                        print("ray placement, a new job's tasks from submission to running "
+                              "(mean; all running; all running / tasks): " + ", ".join(
+                                  f"{k} task(s) {mean:.2f} s; {last:.2f} s; {last / k:.2f} s"
+                                  for k, mean, last in probes), flush=True)
                     for k in counts:
                         row = run_once(config, url, flags, k, args.n_trials, study, extra,
                                        Path(tmp), args.pg_url)
@@ -203,19 +205,22 @@ ray.init(address=address, logging_level="ERROR", runtime_env={
 def started():
     return time.time()
 submitted = time.time()
-print(sum(t - submitted for t in ray.get([started.remote() for _ in range(k)])) / k)
+waits = [t - submitted for t in ray.get([started.remote() for _ in range(k)])]
+print(sum(waits) / k, max(waits))
 """
 
 
-def placement_s(address: str, folder: Path, k: int) -> float:
+def placement_s(address: str, folder: Path, k: int) -> tuple[float, float]:
     """Seconds from submitting k tasks of a new job (a runtime_env like autotune's) to
-    each one running, mean over the tasks: what Ray adds before a worker's own start."""
+    each one running: the mean over the tasks, and until the last one runs. What Ray adds
+    before a worker's own start."""
     done = subprocess.run([sys.executable, "-c", PLACEMENT_PROBE, address, str(folder), str(k)],
                           capture_output=True, text=True, env={**os.environ,
                                                                "RAY_USAGE_STATS_ENABLED": "0"})
     if done.returncode != 0:
         sys.exit(f"placement probe failed:\n{done.stderr[-2000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    mean, last = done.stdout.strip().splitlines()[-1].split()
+    return float(mean), float(last)
 
 
 def _free_port() -> int:
