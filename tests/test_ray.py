@@ -24,6 +24,11 @@ from tests.test_plugins import run, run_without
 from tests.test_proxy import free_port, proxy_on
 
 RAY = str(Path(sys.executable).parent / "ray")
+# a test node's environment: no usage stats; no token auth, which `ray start` turns on by
+# itself where ~/.ray/auth_token exists (a cluster Ray started for a plain ray.init() wrote
+# it), and then a second `ray start --address` is refused ("InvalidAuthToken")
+RAY_NODE_ENV = {"PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_AUTH_MODE": "disabled"}
 
 # a user's own model whose forward takes a while, so that four workers share the trials
 SLOW_MODEL = '''
@@ -110,7 +115,7 @@ def cluster() -> Iterator[str]:
     # each node its own temp dir (sockets' paths must stay short), as on two machines: nodes
     # sharing one would each tail the other's worker logs, and every line reach the driver twice
     temps = [tempfile.mkdtemp(prefix="rt", dir="/tmp") for _ in range(2)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **RAY_NODE_ENV}
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1",
               "--object-store-memory", str(80 * 2**20), "--block"]
     log = open(Path(temps[0]) / "start.log", "w")  # noqa: SIM115 - closed at teardown
@@ -322,6 +327,21 @@ def test_ray_bad_input_is_refused_in_one_line_before_any_trial(cluster, tmp_path
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(message), lines
         assert Path(tmp_path / "kept.db").read_bytes() == before
+    # a study folder over Ray's package limit (lowered to 2 MiB here, 512 MiB by default)
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "study.toml").write_text('name = "big"\ndataset = "digits"\n')
+    (big / "data.bin").write_bytes(os.urandom(3 * 2**20))
+    done = run("--study", str(big / "study.toml"), "--storage", url, "--launcher", "ray",
+               "--ray-address", cluster, cwd=tmp_path, timeout=120,
+               env={"RAY_max_grpc_message_size": str(2 * 2**20)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"error: cannot ship the study file's folder {big} to the Ray cluster's workers: "
+        "Package size (3.00MiB) exceeds the maximum size of 2.00MiB; leave data and other "
+        "large files out with a .rayignore (or .gitignore) beside the study file, and read "
+        "data from a path every node sees (--data-dir)")
+    assert Path(tmp_path / "kept.db").read_bytes() == before
     # --ray-wait: the autoscaler is asked, no node comes, refused after the wait
     done = run("--study", "digits", "--storage", url, "--launcher", "ray", "--ray-address",
                cluster, "--cpus-per-trial", "2", "--ray-wait", "3", cwd=tmp_path, timeout=120)
@@ -357,8 +377,7 @@ def test_ray_wait_places_the_workers_on_a_node_that_joins_while_it_waits(cluster
         node = subprocess.Popen(
             [RAY, "start", "--address", cluster, "--num-cpus", "2", "--temp-dir", temp,
              "--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2**20),
-             "--block"], env={**os.environ, "PYTHONPATH": str(REPO),
-                              "RAY_USAGE_STATS_ENABLED": "0"},
+             "--block"], env={**os.environ, **RAY_NODE_ENV},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         out, err = driver.communicate(timeout=300)
         assert driver.returncode == 0, err

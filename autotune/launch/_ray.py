@@ -85,11 +85,25 @@ def connect(address: str | None, working_dir: Path | None, env_vars: dict[str, s
     try:
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.ERROR,
                  log_to_driver=True)
+    except ray.exceptions.RuntimeEnvSetupError as exc:  # the folder could not be shipped
+        raise UsageError(_not_shipped(working_dir, exc)) from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "this machine"
         raise UsageError(f"cannot join the Ray cluster at {where}: "
                          f"{str(exc).strip().splitlines()[0]}") from None
     return len(live_nodes())
+
+
+def _not_shipped(folder: Path | None, exc: Exception) -> str:
+    """One line for a study folder Ray would not ship: too big, say (Ray's own limit)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    reason = lines[-1].split(" to the Ray cluster: ", 1)[-1] if lines else type(exc).__name__
+    line = f"cannot ship the study file's folder {folder} to the Ray cluster's workers: "
+    if "exceeds the maximum size" in reason:
+        return (line + reason.split(". To exclude")[0] + "; leave data and other large "
+                "files out with a .rayignore (or .gitignore) beside the study file, and read "
+                "data from a path every node sees (--data-dir)")
+    return line + reason
 
 
 def _check_reachable(address: str) -> None:
