@@ -51,10 +51,9 @@ def tune(study: str | Path | None = None, *, name: str | None = None,
     `timeout_s` override either, as the command's flags do (`name` renames a study file's
     study, as --study-name). `launcher="ray"` places the `workers` on a Ray cluster
     (`ray_address`, `cpus_per_trial`, `gpus_per_trial`, `ray_wait_s`), as --launcher ray
-    does. Raises
-    UsageError for bad input (nothing stored is changed), KeyboardInterrupt when
-    interrupted (finished trials are kept) and AutotuneError when the run fails. `autotune
-    run` runs the same entry (`search._session.run`).
+    does. Raises UsageError for bad input (nothing stored is changed), KeyboardInterrupt
+    when interrupted (finished trials are kept) and AutotuneError when the run fails.
+    `autotune run` runs the same entry (`search._session.run`).
     """
     from autotune.search import _session as session
 

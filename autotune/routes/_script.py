@@ -71,7 +71,12 @@ class ScriptObjective:
         reader = ReportReader(self.spec.metric, self.spec.report_regex)
         started = time.perf_counter()
         interrupted = False
-        process = ScriptProcess(argv, self.folder, script_env(user, self.device, checkpoints))
+        try:
+            process = ScriptProcess(argv, self.folder,
+                                    script_env(user, self.device, checkpoints))
+        except UserCodeError:
+            artifacts.remove_folder(self.artifact_dir, self.spec.name, trial.number)
+            raise
         try:
             for line in process.lines():
                 got = reader.feed(line)

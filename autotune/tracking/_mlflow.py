@@ -7,8 +7,8 @@ continues (`autotune.retries`). The parent run is made once, when the study is f
 with this tracking URI, and kept on the study (`autotune:mlflow`), so a resumed study, and
 every worker, logs under the same parent; after the search the best trial's weights are
 logged to it as an artifact, in `mlartifacts/` beside a local `sqlite:///mlflow.db`, which
-needs no server. Trials only
-queue what they report: one thread per process writes to MLflow.
+needs no server. Trials only queue what they report: one thread per process writes to
+MLflow.
 """
 
 from __future__ import annotations
