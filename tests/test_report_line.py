@@ -43,11 +43,21 @@ def test_a_regex_s_first_group_is_each_next_epoch_s_value():
     assert [(r.epoch, r.value) for r in got] == [(1, 99.0), (2, 100.0)]
 
 
+def test_a_regex_naming_epoch_and_value_reports_the_epoch_the_line_names():
+    """A resumed script's first line names epoch 3: it is epoch 3, not the reader's first."""
+    reader = ReportReader("acc", r"epoch (?P<epoch>\d+) .*val_acc=(?P<value>[\d.]+)")
+    lines = ["resuming from epoch 2", "epoch 3 loss=0.2 val_acc=0.91", "epoch x val_acc=0.5",
+             "epoch 4 loss=0.1 val_acc=0.93"]
+    got = [r for r in map(reader.feed, lines) if r is not None]
+    assert [(r.epoch, r.value) for r in got] == [(3, 0.91), (4, 0.93)]
+
+
 def test_the_reader_says_why_nothing_was_reported():
     silent = ReportReader("val_accuracy", r"acc=([\w.]+)")
     silent.feed("acc=high")
     assert silent.nothing_reported() == ("the script reported nothing: report_regex's group "
-                                         "is not a number in: 'acc=high'")
+                                         "is not a number (or its epoch not a whole number) "
+                                         "in: 'acc=high'")
     other = ReportReader("val_accuracy")
     other.feed('@autotune.report {"epoch": 1, "loss": 0.2}')
     assert other.nothing_reported() == ("the script reported loss but not 'val_accuracy', "

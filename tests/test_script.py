@@ -204,6 +204,9 @@ def test_a_failing_or_silent_script_fails_its_trial_with_the_reason(tmp_path, mo
      "path is relative to the study file)"),
     (('seed = 1', 'seed = 1\nreport_regex = "Accuracy: [0-9]+"'),
      "report_regex: needs a group around the value, e.g. 'Accuracy: ([0-9.]+)'"),
+    (('seed = 1', 'seed = 1\nreport_regex = "Epoch (?P<epoch>[0-9]+) acc ([0-9.]+)"'),
+     "report_regex: with an epoch group, name the value's too, e.g. 'Epoch "
+     "(?P<epoch>[0-9]+) .* acc (?P<value>[0-9.]+)'"),
     (('seed = 1', 'seed = 1\nreport_regex = "Accuracy: ([0-9]+"'),
      "report_regex: not a valid regular expression: missing ), unterminated subpattern at "
      "position 10"),

@@ -49,7 +49,8 @@ class Reported:
 class ReportReader:
     """Turns a script's output lines into reports of `metric`: tagged lines (any metric
     names; those without `metric` are remembered, not reported) or, with a `regex`, each
-    match's first group as the next epoch's value."""
+    match's first group as the next epoch's value (or, where the regex names them, its
+    `value` group as the value of epoch `epoch`)."""
 
     def __init__(self, metric: str, regex: str = "") -> None:
         self.metric = metric
@@ -64,11 +65,14 @@ class ReportReader:
             match = self.regex.search(line)
             if match is None:
                 return None
-            number = _number(match.group(1))
-            if number is None:
+            named = match.groupdict()
+            number = _number(named["value"] if "value" in named else match.group(1))
+            epoch = named.get("epoch")
+            if number is None or (epoch is not None and not epoch.isdigit()):
                 self.bad_line = self.bad_line or line
                 return None
-            return self._next(None, number, {self.metric: number})
+            return self._next(None if epoch is None else int(epoch), number,
+                              {self.metric: number})
         start = line.find(TAG)
         if start < 0:
             return None
@@ -96,7 +100,8 @@ class ReportReader:
         """Why no report was read: one line for the failed trial."""
         if self.regex is not None:
             why = (f"report_regex {self.regex.pattern!r} matched no line" if self.bad_line is None
-                   else f"report_regex's group is not a number in: {self.bad_line.strip()!r}")
+                   else "report_regex's group is not a number (or its epoch not a whole "
+                   f"number) in: {self.bad_line.strip()!r}")
             return f"the script reported nothing: {why}"
         if self.seen:
             return (f"the script reported {', '.join(sorted(self.seen))} but not "

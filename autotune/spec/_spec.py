@@ -99,7 +99,7 @@ class StudySpec:
     train: str = ""  # "file.py:function": train(params, trial: autotune.Trial) -> float
     script: str = ""  # a training script (relative to the study file), run once per trial
     args: str | None = None  # its arguments, "--lr {lr} ..."; None: every param as --name value
-    report_regex: str = ""  # its printed lines' first group is the next epoch's value
+    report_regex: str = ""  # its printed lines' first group (or `value`) is an epoch's value
     direction: str = "maximize"  # maximize or minimize: the metric's, or the file's own
     # TensorBoard event files per trial under this folder (relative to the study file);
     # where a study is watched, not what it is: not part of its definition
@@ -343,13 +343,16 @@ class _Validator:
         regex = self.typed(raw, "report_regex", str, "")
         if regex:
             try:
-                groups = re.compile(regex).groups
+                compiled = re.compile(regex)
             except re.error as exc:
                 raise self.fail("report_regex", f"not a valid regular expression: {exc}"
                                 ) from None
-            if groups < 1:
+            if compiled.groups < 1:
                 raise self.fail("report_regex", "needs a group around the value, e.g. "
                                 "'Accuracy: ([0-9.]+)'")
+            if "epoch" in compiled.groupindex and "value" not in compiled.groupindex:
+                raise self.fail("report_regex", "with an epoch group, name the value's "
+                                "too, e.g. 'Epoch (?P<epoch>[0-9]+) .* acc (?P<value>[0-9.]+)'")
         return {"script": value, "args": self.typed(raw, "args", str, None),
                 "report_regex": regex}
 
