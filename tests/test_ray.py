@@ -372,8 +372,11 @@ def test_ray_wait_places_the_workers_on_a_node_that_joins_while_it_waits(cluster
     node = None
     try:
         assert driver.stderr is not None
-        first = driver.stderr.readline()
-        assert "waiting up to 120 s (--ray-wait)" in first, first + driver.stderr.read()
+        before = ""  # what the driver says until it waits (Ray may warn first)
+        while "waiting up to 120 s (--ray-wait)" not in before:
+            line = driver.stderr.readline()
+            assert line, before + (driver.stderr.read() or "")
+            before += line
         node = subprocess.Popen(
             [RAY, "start", "--address", cluster, "--num-cpus", "2", "--temp-dir", temp,
              "--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2**20),
